@@ -1,0 +1,281 @@
+//! One container: its init process, its execs, and the runsc calls that change them.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use log::{info, warn};
+use tokio::sync::oneshot;
+
+use crate::{
+    error::{Error, Result},
+    process::{Exit, Process, Status},
+    reaper::Reaper,
+    runsc::{self, Runsc, RunscFlags},
+    spec,
+    stdio::{ProcessIo, StdioPaths},
+};
+
+/// Where the shim's own files for a container live, inside its bundle.
+const ROOTFS: &str = "rootfs";
+const INIT_PID: &str = "init.pid";
+const RUNSC_LOG: &str = "runsc.log.json";
+/// Records the runsc root, so the `delete` action finds it after a shim died.
+const RUNSC_ROOT_RECORD: &str = "runsc-root";
+
+#[derive(Clone, Debug)]
+pub struct Mount {
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+/// What Create needs, free of protocol types.
+#[derive(Clone, Debug)]
+pub struct CreateConfig {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: Vec<Mount>,
+    pub stdio: StdioPaths,
+}
+
+/// What this shim knows about where sandboxes go and how runsc is called.
+#[derive(Clone, Debug)]
+pub struct SandboxContext {
+    pub runsc_binary: PathBuf,
+    pub runsc_root_base: PathBuf,
+    pub containerd_address: String,
+    pub namespace: String,
+}
+
+pub struct Container {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub runsc: Runsc,
+    pub init: Process,
+    pub execs: HashMap<String, Exec>,
+    /// The sandbox's exit, taken by whoever watches it once the task started.
+    pub init_exit: Option<oneshot::Receiver<i32>>,
+    exec_seq: u64,
+}
+
+pub struct Exec {
+    pub process: Process,
+    /// The OCI process, as JSON, that runsc exec runs.
+    pub spec: Vec<u8>,
+}
+
+impl Container {
+    pub async fn create(cfg: CreateConfig, ctx: &SandboxContext) -> Result<Container> {
+        let spec = spec::load(&cfg.bundle)?;
+        let root = spec::runsc_root(&ctx.runsc_root_base, &ctx.containerd_address, &ctx.namespace, &cfg.id);
+        let flags = RunscFlags::new(root.clone(), cfg.bundle.join(RUNSC_LOG), spec::network_for(&spec));
+        let runsc = Runsc::new(ctx.runsc_binary.clone(), flags);
+        let rootfs = cfg.bundle.join(spec.root().as_ref().map(|r| r.path().clone()).unwrap_or(ROOTFS.into()));
+
+        let result = async {
+            mount_rootfs(&cfg.rootfs, &cfg.bundle.join(ROOTFS))?;
+            spec::check_process_binary(&spec, &rootfs)?;
+            std::fs::write(cfg.bundle.join(RUNSC_ROOT_RECORD), root.as_os_str().as_encoded_bytes())
+                .map_err(Error::io("record the runsc root"))?;
+            std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
+            let (child_stdio, io) = ProcessIo::open(&cfg.stdio)?;
+            let mark = Reaper::get().mark();
+            let pid_file = cfg.bundle.join(INIT_PID);
+            runsc.create(&cfg.id, &cfg.bundle, &pid_file, child_stdio).await?;
+            let pid = read_pid(&pid_file)?;
+            Ok::<_, Error>((pid, Reaper::get().watch(pid as i32, mark), io))
+        }
+        .await;
+
+        match result {
+            Ok((pid, exit, io)) => {
+                let mut init = Process::new(cfg.stdio);
+                init.pid = pid;
+                init.io = io;
+                info!("created {} (sandbox pid {pid}, network {:?})", cfg.id, runsc.flags.network);
+                Ok(Container {
+                    id: cfg.id,
+                    bundle: cfg.bundle,
+                    runsc,
+                    init,
+                    execs: HashMap::new(),
+                    init_exit: Some(exit),
+                    exec_seq: 0,
+                })
+            }
+            Err(e) => {
+                teardown(&runsc, &cfg.id, &cfg.bundle).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn start(&mut self) -> Result<u32> {
+        self.init.can_start()?;
+        self.runsc.start(&self.id).await?;
+        self.init.status = Status::Running;
+        Ok(self.init.pid)
+    }
+
+    pub fn add_exec(&mut self, exec_id: &str, stdio: StdioPaths, spec: Vec<u8>) -> Result<()> {
+        if self.execs.contains_key(exec_id) {
+            return Err(Error::AlreadyExists(format!("exec {exec_id} already exists in {}", self.id)));
+        }
+        if self.init.status != Status::Running {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", self.id)));
+        }
+        self.execs.insert(exec_id.to_string(), Exec { process: Process::new(stdio), spec });
+        Ok(())
+    }
+
+    /// Starts an exec; returns its host pid and its exit.
+    pub async fn start_exec(&mut self, exec_id: &str) -> Result<(u32, oneshot::Receiver<i32>)> {
+        self.exec_seq += 1;
+        let base = self.bundle.join(format!("exec-{}", self.exec_seq));
+        let (spec_file, pid_file, ipid_file) =
+            (base.with_extension("json"), base.with_extension("pid"), base.with_extension("ipid"));
+        let exec = self.exec_mut(exec_id)?;
+        exec.process.can_start()?;
+        std::fs::write(&spec_file, &exec.spec).map_err(Error::io("write the exec's process spec"))?;
+        let (child_stdio, io) = ProcessIo::open(&exec.process.stdio)?;
+        let mark = Reaper::get().mark();
+        let started = self.runsc.exec(&self.id, &spec_file, &pid_file, &ipid_file, child_stdio).await;
+        let _ = std::fs::remove_file(&spec_file);
+        started?;
+        let pid = read_pid(&pid_file)?;
+        let internal = read_pid(&ipid_file).ok();
+        let _ = (std::fs::remove_file(&pid_file), std::fs::remove_file(&ipid_file));
+        let exit = Reaper::get().watch(pid as i32, mark);
+        let exec = self.exec_mut(exec_id)?;
+        exec.process.pid = pid;
+        exec.process.internal_pid = internal;
+        exec.process.io = io;
+        exec.process.status = Status::Running;
+        Ok((pid, exit))
+    }
+
+    pub fn process(&self, exec_id: &str) -> Result<&Process> {
+        if exec_id.is_empty() {
+            return Ok(&self.init);
+        }
+        self.execs.get(exec_id).map(|e| &e.process).ok_or_else(|| not_found(exec_id))
+    }
+
+    pub fn process_mut(&mut self, exec_id: &str) -> Result<&mut Process> {
+        if exec_id.is_empty() {
+            return Ok(&mut self.init);
+        }
+        self.exec_mut(exec_id).map(|e| &mut e.process)
+    }
+
+    fn exec_mut(&mut self, exec_id: &str) -> Result<&mut Exec> {
+        self.execs.get_mut(exec_id).ok_or_else(|| not_found(exec_id))
+    }
+
+    /// Signals a process. Returns the exit to report when killing destroyed a never-started
+    /// init (runsc refuses to signal a created container; runc allows it).
+    pub async fn kill(&mut self, exec_id: &str, signal: u32, all: bool) -> Result<Option<Exit>> {
+        let (status, internal) = {
+            let p = self.process(exec_id)?;
+            (p.status, p.internal_pid)
+        };
+        match status {
+            Status::Stopped => Err(Error::NotFound(format!("process {} already finished", self.name(exec_id)))),
+            Status::Created if exec_id.is_empty() => {
+                self.runsc.delete(&self.id).await?;
+                Ok(Some(self.init.set_exited(128 + signal as i32)))
+            }
+            Status::Created => Ok(Some(self.process_mut(exec_id)?.set_exited(128 + signal as i32))),
+            Status::Running => {
+                let pid = if exec_id.is_empty() { None } else { internal };
+                match self.runsc.kill(&self.id, signal, all && exec_id.is_empty(), pid).await {
+                    // Already exiting: its exit is on its way.
+                    Err(Error::Runsc { message, .. }) if runsc::is_gone(&message) => Ok(None),
+                    other => other.map(|_| None),
+                }
+            }
+        }
+    }
+
+    /// Removes an exec, returning its pid and exit.
+    pub fn delete_exec(&mut self, exec_id: &str) -> Result<(u32, Option<Exit>)> {
+        let p = &self.exec_mut(exec_id)?.process;
+        p.can_delete()?;
+        let r = (p.pid, p.exit());
+        self.execs.remove(exec_id);
+        Ok(r)
+    }
+
+    /// Destroys the sandbox and everything the shim made for it; the init must not be running.
+    pub async fn delete(&mut self) -> Result<(u32, Option<Exit>)> {
+        self.init.can_delete()?;
+        teardown(&self.runsc, &self.id, &self.bundle).await;
+        self.init.io = ProcessIo::default();
+        self.execs.clear();
+        Ok((self.init.pid, self.init.exit()))
+    }
+
+    fn name(&self, exec_id: &str) -> String {
+        if exec_id.is_empty() { self.id.clone() } else { format!("{}/{exec_id}", self.id) }
+    }
+}
+
+fn not_found(exec_id: &str) -> Error {
+    Error::NotFound(format!("process {exec_id} does not exist"))
+}
+
+fn read_pid(path: &Path) -> Result<u32> {
+    let s = std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
+    s.trim().parse().map_err(|e| Error::Other(format!("bad pid in {}: {e}", path.display())))
+}
+
+fn mount_rootfs(mounts: &[Mount], target: &Path) -> Result<()> {
+    if mounts.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(target).map_err(Error::io(format!("create {}", target.display())))?;
+    for m in mounts {
+        containerd_shim::mount::mount_rootfs(Some(m.kind.as_str()), Some(m.source.as_str()), &m.options, target)
+            .map_err(|e| Error::Other(format!("mount rootfs ({} {}): {e}", m.kind, m.source)))?;
+    }
+    Ok(())
+}
+
+/// The runsc root this container's bundle recorded at create, if any.
+pub fn recorded_runsc_root(bundle: &Path) -> Option<PathBuf> {
+    std::fs::read(bundle.join(RUNSC_ROOT_RECORD))
+        .ok()
+        .map(|b| PathBuf::from(std::ffi::OsString::from(String::from_utf8_lossy(&b).into_owned())))
+}
+
+/// Removes the sandbox, the rootfs mount and the runsc root, whatever state they are in.
+/// Used by Delete, by a failed Create, and by the `delete` action after a shim died.
+pub async fn teardown(runsc: &Runsc, id: &str, bundle: &Path) {
+    if let Err(e) = runsc.delete(id).await {
+        warn!("runsc delete {id}: {e}");
+    }
+    // A sandbox runsc no longer knows about must not outlive its state.
+    if let Ok(pid) = read_pid(&bundle.join(INIT_PID)) {
+        kill_if_runsc(pid);
+    }
+    let rootfs = bundle.join(ROOTFS);
+    while nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
+    let root = &runsc.flags.root;
+    // Only empty: other containers of the same sandbox may still live in it.
+    if std::fs::remove_dir(root).is_err() && root.exists() {
+        let leftovers = std::fs::read_dir(root).map(|d| d.count()).unwrap_or(0);
+        if leftovers > 0 {
+            info!("runsc root {} still holds {leftovers} entries", root.display());
+        }
+    }
+    let _ = std::fs::remove_file(bundle.join(RUNSC_ROOT_RECORD));
+}
+
+fn kill_if_runsc(pid: u32) {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if cmdline.starts_with(b"runsc") {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+    }
+}

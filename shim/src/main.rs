@@ -1,0 +1,18 @@
+//! containerd-shim-beta9-sandbox: a containerd shim v2 that runs containers under gVisor's runsc.
+
+mod container;
+mod error;
+mod process;
+mod reaper;
+mod runsc;
+mod service;
+mod spec;
+mod stdio;
+mod task;
+
+#[tokio::main]
+async fn main() {
+    // The shim reaps its own children (reaper.rs); the crate's reaper would steal their statuses.
+    let config = containerd_shim::Config { no_reaper: true, ..Default::default() };
+    containerd_shim::asynchronous::run::<service::Service>("io.beta9.sandbox", Some(config)).await;
+}

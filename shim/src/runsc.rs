@@ -1,0 +1,358 @@
+//! Everything runsc sees: its global flags (built in one pure function) and its subcommands.
+
+use std::{
+    ffi::OsString,
+    fs::File,
+    io::{Read, Seek, SeekFrom},
+    os::fd::{FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use log::debug;
+use serde::Deserialize;
+
+use crate::{
+    error::{Error, Result},
+    reaper::Reaper,
+};
+
+/// How the sandbox gets its network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// gVisor's netstack in the spec's network namespace.
+    Sandbox,
+    /// The host's network stack (`ctr run --net-host`).
+    Host,
+    /// Loopback only.
+    None,
+}
+
+impl Network {
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            Network::Sandbox => "sandbox",
+            Network::Host => "host",
+            Network::None => "none",
+        }
+    }
+}
+
+/// The flags every runsc invocation of one sandbox carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunscFlags {
+    pub root: PathBuf,
+    pub platform: String,
+    pub network: Network,
+    /// JSON log runsc and its sandbox append to; errors are read back from it.
+    pub log: PathBuf,
+    pub debug_log_dir: Option<PathBuf>,
+    pub net_raw: bool,
+    pub extra: Vec<String>,
+}
+
+impl RunscFlags {
+    pub fn new(root: PathBuf, log: PathBuf, network: Network) -> Self {
+        RunscFlags {
+            root,
+            platform: "systrap".into(),
+            network,
+            log,
+            debug_log_dir: None,
+            net_raw: false,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The global flags, before the subcommand.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "--root".into(),
+            self.root.clone().into(),
+            // Without it runsc waits on cgroups and a sandbox whose init called os._exit hangs.
+            "--ignore-cgroups".into(),
+            format!("--platform={}", self.platform).into(),
+            format!("--network={}", self.network.as_flag()).into(),
+            "--log-format=json".into(),
+            "--log".into(),
+            self.log.clone().into(),
+        ];
+        if self.net_raw {
+            args.push("--net-raw".into());
+        }
+        if let Some(dir) = &self.debug_log_dir {
+            args.push("--debug".into());
+            args.push(format!("--debug-log={}/", dir.display()).into());
+        }
+        args.extend(self.extra.iter().map(OsString::from));
+        args
+    }
+}
+
+/// The container's stdio as runsc create/exec hand it to the process.
+pub struct ProcessStdio {
+    pub stdin: Stdio,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+impl ProcessStdio {
+    pub fn null() -> Self {
+        ProcessStdio { stdin: Stdio::null(), stdout: Stdio::null(), stderr: Stdio::null() }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Runsc {
+    pub binary: PathBuf,
+    pub flags: RunscFlags,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PsEntry {
+    #[serde(rename = "PID")]
+    pub pid: u32,
+}
+
+impl Runsc {
+    pub fn new(binary: PathBuf, flags: RunscFlags) -> Self {
+        Runsc { binary, flags }
+    }
+
+    pub async fn create(&self, id: &str, bundle: &Path, pid_file: &Path, stdio: ProcessStdio) -> Result<()> {
+        let args = args(&["create", "--bundle"], bundle, &["--pid-file"], pid_file, id);
+        self.run("create", args, Some(stdio)).await.map(drop)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<()> {
+        self.run("start", vec!["start".into(), id.into()], None).await.map(drop)
+    }
+
+    /// Starts a process in the container; a detached runsc waiter (reparented to the shim)
+    /// stands for it on the host and exits with its status.
+    pub async fn exec(
+        &self,
+        id: &str,
+        process: &Path,
+        pid_file: &Path,
+        internal_pid_file: &Path,
+        stdio: ProcessStdio,
+    ) -> Result<()> {
+        let mut a: Vec<OsString> = vec!["exec".into(), "--detach".into(), "--process".into(), process.into()];
+        a.extend(["--pid-file".into(), pid_file.into(), "--internal-pid-file".into(), internal_pid_file.into()]);
+        a.push(id.into());
+        self.run("exec", a, Some(stdio)).await.map(drop)
+    }
+
+    /// Signals the init (or, with `pid`, one process inside the sandbox). A sandbox that is
+    /// gone means the process already exited: that is the caller's NotFound, not a failure here.
+    pub async fn kill(&self, id: &str, signal: u32, all: bool, pid: Option<u32>) -> Result<()> {
+        let mut a: Vec<OsString> = vec!["kill".into()];
+        if all {
+            a.push("--all".into());
+        }
+        if let Some(pid) = pid {
+            a.push(format!("--pid={pid}").into());
+        }
+        a.extend([id.into(), signal.to_string().into()]);
+        self.run("kill", a, None).await.map(drop)
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        let a = vec!["delete".into(), "--force".into(), id.into()];
+        match self.run("delete", a, None).await {
+            Err(Error::Runsc { message, .. }) if is_gone(&message) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    pub async fn ps(&self, id: &str) -> Result<Vec<PsEntry>> {
+        let out = self.run("ps", vec!["ps".into(), "--format=json".into(), id.into()], None).await?;
+        let text = out.trim();
+        if text.is_empty() || text == "null" {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(text).map_err(|e| Error::Other(format!("runsc ps: {e}: {text}")))
+    }
+
+    /// Runs one subcommand to completion and returns its stdout. Output goes to anonymous files,
+    /// never pipes: a gofer runsc spawns inherits them and would hold a pipe open forever.
+    async fn run(&self, what: &str, sub: Vec<OsString>, stdio: Option<ProcessStdio>) -> Result<String> {
+        let log_offset = std::fs::metadata(&self.flags.log).map(|m| m.len()).unwrap_or(0);
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(self.flags.args()).args(&sub);
+        let captured = match stdio {
+            Some(s) => {
+                cmd.stdin(s.stdin).stdout(s.stdout).stderr(s.stderr);
+                None
+            }
+            None => {
+                let (out, err) = (memfd("runsc-stdout")?, memfd("runsc-stderr")?);
+                cmd.stdin(Stdio::null())
+                    .stdout(out.try_clone().map_err(Error::io("dup"))?)
+                    .stderr(err.try_clone().map_err(Error::io("dup"))?);
+                Some((out, err))
+            }
+        };
+        debug!("runsc {:?}", cmd.get_args().collect::<Vec<_>>());
+        let (_pid, exited) = Reaper::get().spawn(&mut cmd).map_err(|e| Error::Runsc {
+            command: what.into(),
+            message: format!("cannot run {}: {e}", self.binary.display()),
+        })?;
+        drop(cmd); // closes our copies of the child's stdio
+        let code = exited.await.unwrap_or(-1);
+        let (stdout, stderr) = match captured {
+            Some((mut out, mut err)) => (read_all(&mut out), read_all(&mut err)),
+            None => (String::new(), String::new()),
+        };
+        if code == 0 {
+            return Ok(stdout);
+        }
+        let mut message = errors_since(&self.flags.log, log_offset);
+        if message.is_empty() {
+            message = stderr.trim().to_string();
+        }
+        if message.is_empty() {
+            message = format!("exit status {code}");
+        }
+        Err(Error::Runsc { command: what.into(), message })
+    }
+}
+
+fn args(sub: &[&str], bundle: &Path, flag: &[&str], file: &Path, id: &str) -> Vec<OsString> {
+    let mut a: Vec<OsString> = sub.iter().map(OsString::from).collect();
+    a.push(bundle.into());
+    a.extend(flag.iter().map(OsString::from));
+    a.push(file.into());
+    a.push(id.into());
+    a
+}
+
+/// runsc's words for "the sandbox or container is already gone".
+pub fn is_gone(message: &str) -> bool {
+    ["sandbox is not running", "does not exist", "not found", "no such file"]
+        .iter()
+        .any(|s| message.contains(s))
+}
+
+fn memfd(name: &str) -> Result<File> {
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: memfd_create returns a new fd we own, or -1.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::io("memfd_create")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is valid and owned by nobody else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+fn read_all(f: &mut File) -> String {
+    let mut s = String::new();
+    let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_string(&mut s));
+    s
+}
+
+/// The error lines runsc appended to its JSON log after `offset`. The log mixes JSON records
+/// with the plain text of runsc's fatal error; the plain text is the most precise, so it wins.
+pub fn errors_since(log: &Path, offset: u64) -> String {
+    let Ok(mut f) = File::open(log) else { return String::new() };
+    let mut text = String::new();
+    if f.seek(SeekFrom::Start(offset)).is_err() || f.read_to_string(&mut text).is_err() {
+        return String::new();
+    }
+    parse_errors(&text)
+}
+
+pub fn parse_errors(text: &str) -> String {
+    #[derive(Deserialize)]
+    struct Record {
+        msg: String,
+        level: String,
+    }
+    let (mut plain, mut json) = (Vec::<String>::new(), Vec::<String>::new());
+    let mut rest = text;
+    while !rest.trim_start().is_empty() {
+        rest = rest.trim_start();
+        if rest.starts_with('{') {
+            let mut it = serde_json::Deserializer::from_str(rest).into_iter::<Record>();
+            if let Some(Ok(r)) = it.next() {
+                if r.level == "error" || r.level == "fatal" {
+                    json.push(r.msg);
+                }
+                rest = &rest[it.byte_offset()..];
+                continue;
+            }
+        }
+        let end = rest.find('\n').unwrap_or(rest.len());
+        let end = rest[..end].find('{').filter(|&i| i > 0).unwrap_or(end);
+        plain.push(rest[..end].trim().to_string());
+        rest = &rest[end..];
+    }
+    let lines = if plain.is_empty() { json } else { plain };
+    let mut seen = Vec::new();
+    for l in lines.into_iter().filter(|l| !l.is_empty()) {
+        if !seen.contains(&l) {
+            seen.push(l);
+        }
+    }
+    seen.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags() -> RunscFlags {
+        RunscFlags::new("/run/beta9/abc".into(), "/b/log.json".into(), Network::None)
+    }
+
+    fn joined(f: &RunscFlags) -> String {
+        f.args().iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn always_ignores_cgroups_and_defaults_to_systrap() {
+        let s = joined(&flags());
+        assert!(s.contains("--ignore-cgroups"));
+        assert!(s.contains("--platform=systrap"));
+        assert!(s.contains("--root /run/beta9/abc"));
+        assert!(s.contains("--network=none"));
+        assert!(s.contains("--log-format=json --log /b/log.json"));
+        assert!(!s.contains("--net-raw"));
+        assert!(!s.contains("--debug"));
+    }
+
+    #[test]
+    fn optional_flags() {
+        let mut f = flags();
+        f.net_raw = true;
+        f.network = Network::Host;
+        f.debug_log_dir = Some("/tmp/dbg".into());
+        f.extra = vec!["--overlay2=none".into()];
+        let s = joined(&f);
+        assert!(s.contains("--network=host"));
+        assert!(s.contains("--net-raw"));
+        assert!(s.contains("--debug --debug-log=/tmp/dbg/"));
+        assert!(s.ends_with("--overlay2=none"), "extra flags come last: {s}");
+    }
+
+    #[test]
+    fn error_text_prefers_runsc_fatal_line() {
+        let log = concat!(
+            r#"{"msg":"starting container: failed to load /nope: no such file","level":"error","time":"t"}"#,
+            r#"{"msg":"fine","level":"info","time":"t"}"#,
+            "\nstarting container: failed to load /nope: no such file\n"
+        );
+        assert_eq!(parse_errors(log), "starting container: failed to load /nope: no such file");
+        let only_json = r#"{"msg":"a","level":"error","time":"t"}{"msg":"b","level":"warning","time":"t"}"#;
+        assert_eq!(parse_errors(only_json), "a");
+        assert_eq!(parse_errors(""), "");
+    }
+
+    #[test]
+    fn gone_sandbox_is_recognised() {
+        assert!(is_gone("sandbox is not running"));
+        assert!(is_gone("loading container \"x\": file does not exist"));
+        assert!(!is_gone("permission denied"));
+    }
+}

@@ -1,0 +1,189 @@
+//! The OCI spec: what runsc is told from it, and checks runsc itself makes too late.
+
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
+    os::unix::fs::PermissionsExt,
+    path::{Component, Path, PathBuf},
+};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::{
+    error::{Error, Result},
+    runsc::Network,
+};
+
+/// The network runsc should use for `spec`: a namespace with a path is a real one to join
+/// (`sandbox`); one without a path (ctr's default) gets none; no namespace is the host's.
+pub fn network_for(spec: &Spec) -> Network {
+    let ns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|nss| nss.iter().find(|n| n.typ() == LinuxNamespaceType::Network).cloned());
+    match ns {
+        None => Network::Host,
+        Some(n) if n.path().as_ref().is_some_and(|p| !p.as_os_str().is_empty()) => Network::Sandbox,
+        Some(_) => Network::None,
+    }
+}
+
+/// One runsc root per sandbox, short enough that runsc's `runsc-<id>.sock` in it stays under
+/// the 108-byte unix socket limit even for 64-character CRI ids.
+pub fn runsc_root(base: &Path, containerd_address: &str, namespace: &str, sandbox_id: &str) -> PathBuf {
+    let mut h = DefaultHasher::new();
+    (containerd_address, namespace, sandbox_id).hash(&mut h);
+    base.join(format!("{:016x}", h.finish()))
+}
+
+pub fn load(bundle: &Path) -> Result<Spec> {
+    Spec::load(bundle.join("config.json"))
+        .map_err(|e| Error::InvalidArgument(format!("reading {}/config.json: {e}", bundle.display())))
+}
+
+/// Checks that the process binary exists in the image. runsc only finds out at start, and
+/// clients expect a missing binary to fail create.
+pub fn check_process_binary(spec: &Spec, rootfs: &Path) -> Result<()> {
+    let Some(process) = spec.process() else {
+        return Err(Error::InvalidArgument("the spec has no process".into()));
+    };
+    let Some(arg0) = process.args().as_ref().and_then(|a| a.first()) else {
+        return Err(Error::InvalidArgument("the spec's process has no args".into()));
+    };
+    let path_env = process
+        .env()
+        .as_ref()
+        .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let cwd = process.cwd();
+    if find_executable(rootfs, arg0, path_env, cwd).is_some() {
+        return Ok(());
+    }
+    Err(Error::NotFound(format!(
+        "exec: \"{arg0}\": executable file not found in the container image (PATH={path_env})"
+    )))
+}
+
+/// Looks `name` up the way a shell would, inside `rootfs`, following symlinks within it.
+pub fn find_executable(rootfs: &Path, name: &str, path_env: &str, cwd: &Path) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = if name.contains('/') {
+        vec![cwd.join(name)]
+    } else {
+        path_env.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(name)).collect()
+    };
+    candidates.into_iter().find(|c| {
+        resolve_in_root(rootfs, c)
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// Resolves `path` as if `root` were `/`: absolute symlinks and `..` never leave `root`.
+pub fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
+    let mut resolved = PathBuf::from("/");
+    let mut pending: Vec<PathBuf> = vec![path.to_path_buf()];
+    let mut hops = 0;
+    while let Some(p) = pending.pop() {
+        let mut comps = p.components();
+        while let Some(c) = comps.next() {
+            match c {
+                Component::RootDir => resolved = PathBuf::from("/"),
+                Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(n) => {
+                    let next = resolved.join(n);
+                    let host = root.join(next.strip_prefix("/").unwrap());
+                    match std::fs::read_link(&host) {
+                        Ok(target) => {
+                            hops += 1;
+                            if hops > 40 {
+                                return None;
+                            }
+                            let rest: PathBuf = comps.collect();
+                            if !rest.as_os_str().is_empty() {
+                                pending.push(rest);
+                            }
+                            pending.push(target);
+                            break;
+                        }
+                        Err(_) => resolved = next,
+                    }
+                }
+            }
+        }
+    }
+    Some(root.join(resolved.strip_prefix("/").unwrap()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, ProcessBuilder, SpecBuilder};
+    use std::os::unix::fs::symlink;
+
+    fn spec_with_netns(netns: Option<Option<&str>>) -> Spec {
+        let mut nss = vec![LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid).build().unwrap()];
+        if let Some(path) = netns {
+            let mut b = LinuxNamespaceBuilder::default();
+            b = b.typ(LinuxNamespaceType::Network);
+            if let Some(p) = path {
+                b = b.path(p);
+            }
+            nss.push(b.build().unwrap());
+        }
+        SpecBuilder::default()
+            .linux(LinuxBuilder::default().namespaces(nss).build().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn network_follows_the_spec() {
+        assert_eq!(network_for(&spec_with_netns(Some(Some("/var/run/netns/x")))), Network::Sandbox);
+        assert_eq!(network_for(&spec_with_netns(Some(None))), Network::None);
+        assert_eq!(network_for(&spec_with_netns(None)), Network::Host);
+    }
+
+    #[test]
+    fn runsc_root_is_short_and_distinct() {
+        let id = "a".repeat(64);
+        let r = runsc_root(Path::new("/run/beta9"), "/run/containerd/containerd.sock", "k8s.io", &id);
+        assert!(r.join(format!("runsc-{id}.sock")).as_os_str().len() < 108);
+        let r1 = runsc_root(Path::new("/run/beta9"), "/a.sock", "default", "x-1");
+        let r10 = runsc_root(Path::new("/run/beta9"), "/a.sock", "default", "x-10");
+        assert_ne!(r1, r10);
+        assert_eq!(r1, runsc_root(Path::new("/run/beta9"), "/a.sock", "default", "x-1"));
+    }
+
+    #[test]
+    fn finds_executables_through_absolute_symlinks_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("usr/bin")).unwrap();
+        std::fs::write(r.join("usr/bin/busybox"), b"").unwrap();
+        std::fs::set_permissions(r.join("usr/bin/busybox"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        symlink("usr/bin", r.join("bin")).unwrap();
+        symlink("/usr/bin/busybox", r.join("usr/bin/sh")).unwrap();
+        std::fs::write(r.join("usr/bin/data"), b"").unwrap();
+        let cwd = Path::new("/");
+        assert!(find_executable(r, "sh", "/bin", cwd).is_some());
+        assert!(find_executable(r, "/bin/sh", "", cwd).is_some());
+        assert!(find_executable(r, "../../bin/sh", "", cwd).is_some(), ".. stays inside the root");
+        assert!(find_executable(r, "data", "/usr/bin", cwd).is_none(), "not executable");
+        assert!(find_executable(r, "nope", "/bin:/usr/bin", cwd).is_none());
+    }
+
+    #[test]
+    fn missing_binary_is_reported_at_create() {
+        let root = tempfile::tempdir().unwrap();
+        let spec = SpecBuilder::default()
+            .process(ProcessBuilder::default().args(vec!["/no/such".to_string()]).build().unwrap())
+            .build()
+            .unwrap();
+        let err = check_process_binary(&spec, root.path()).unwrap_err().to_string();
+        assert!(err.contains("/no/such") && err.contains("not found"), "{err}");
+    }
+}

@@ -1,0 +1,382 @@
+//! The ttrpc Task service: translates containerd's requests into container operations and
+//! publishes the task events, in order.
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::SystemTime};
+
+use async_trait::async_trait;
+use containerd_shim::{
+    api::{self, Empty, Status as ApiStatus},
+    asynchronous::{publisher::RemotePublisher, ExitSignal},
+    event::Event,
+    protos::{
+        events::task::{TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart},
+        protobuf::{well_known_types::timestamp::Timestamp, MessageField},
+        shim_async::Task,
+        ttrpc::{self, r#async::TtrpcContext},
+    },
+};
+use log::{debug, info, warn};
+use tokio::sync::{oneshot, Mutex};
+
+use crate::{
+    container::{Container, CreateConfig, Mount, SandboxContext},
+    error::{Error, Result},
+    process::{Exit, Status},
+    stdio::StdioPaths,
+};
+
+type Shared = Arc<Mutex<Container>>;
+
+pub struct TaskService {
+    ctx: SandboxContext,
+    containers: Mutex<HashMap<String, Shared>>,
+    events: Events,
+    exit: Arc<ExitSignal>,
+}
+
+#[derive(Clone)]
+struct Events {
+    publisher: Arc<RemotePublisher>,
+    namespace: String,
+}
+
+impl Events {
+    async fn send(&self, event: impl Event) {
+        let topic = event.topic();
+        debug!("publish {topic}");
+        if let Err(e) = self
+            .publisher
+            .publish(ttrpc::context::Context::default(), &topic, &self.namespace, Box::new(event))
+            .await
+        {
+            warn!("publish {topic}: {e}");
+        }
+    }
+}
+
+fn timestamp(t: SystemTime) -> MessageField<Timestamp> {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    MessageField::some(Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() })
+}
+
+fn exit_fields(exit: Option<Exit>) -> (u32, MessageField<Timestamp>) {
+    exit.map(|e| (e.code, timestamp(e.at))).unwrap_or((0, MessageField::none()))
+}
+
+impl TaskService {
+    pub fn new(ctx: SandboxContext, publisher: RemotePublisher, namespace: String, exit: Arc<ExitSignal>) -> Self {
+        TaskService {
+            ctx,
+            containers: Mutex::new(HashMap::new()),
+            events: Events { publisher: Arc::new(publisher), namespace },
+            exit,
+        }
+    }
+
+    async fn get(&self, id: &str) -> Result<Shared> {
+        self.containers
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("container {id} does not exist")))
+    }
+
+    /// Publishes TaskExit once `exit` fires: for an init only after its execs' exits, and for
+    /// any process only after its start event, which the caller has already sent.
+    fn watch_exit(&self, c: Shared, exec_id: String, exit: oneshot::Receiver<i32>) {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let code = exit.await.unwrap_or(255);
+            if exec_id.is_empty() {
+                let execs: Vec<_> = {
+                    let c = c.lock().await;
+                    c.execs.values().filter(|e| e.process.status == Status::Running).map(|e| e.process.exited()).collect()
+                };
+                // The sandbox is gone, so its exec waiters are exiting too; the bound is a safety net.
+                let all = async {
+                    for e in execs {
+                        e.await;
+                    }
+                };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), all).await;
+            }
+            let (id, pid, exit, mut io) = {
+                let mut c = c.lock().await;
+                let id = c.id.clone();
+                let Ok(p) = c.process_mut(&exec_id) else { return };
+                let exit = p.set_exited(code);
+                (id, p.pid, exit, std::mem::take(&mut p.io))
+            };
+            info!("{id} {exec_id} exited with {}", exit.code);
+            tokio::spawn(async move { io.finish().await });
+            events
+                .send(TaskExit {
+                    container_id: id.clone(),
+                    id: if exec_id.is_empty() { id } else { exec_id },
+                    pid,
+                    exit_status: exit.code,
+                    exited_at: timestamp(exit.at),
+                    ..Default::default()
+                })
+                .await;
+        });
+    }
+
+    pub async fn task_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
+        if !req.checkpoint.is_empty() {
+            return Err(Error::Unimplemented("restoring from a checkpoint is not supported".into()));
+        }
+        let mut containers = self.containers.lock().await;
+        if containers.contains_key(&req.id) {
+            return Err(Error::AlreadyExists(format!("container {} already exists", req.id)));
+        }
+        if !containers.is_empty() {
+            return Err(Error::Unimplemented("more than one container per sandbox (pods) is not supported yet".into()));
+        }
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let cfg = CreateConfig {
+            id: req.id.clone(),
+            bundle: PathBuf::from(&req.bundle),
+            rootfs: req
+                .rootfs
+                .iter()
+                .map(|m| Mount { kind: m.type_.clone(), source: m.source.clone(), options: m.options.clone() })
+                .collect(),
+            stdio,
+        };
+        let c = Container::create(cfg, &self.ctx).await?;
+        let pid = c.init.pid;
+        containers.insert(req.id.clone(), Arc::new(Mutex::new(c)));
+        drop(containers);
+        self.events
+            .send(TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: req.stdin,
+                    stdout: req.stdout,
+                    stderr: req.stderr,
+                    terminal: req.terminal,
+                    ..Default::default()
+                }),
+                checkpoint: req.checkpoint,
+                pid,
+                ..Default::default()
+            })
+            .await;
+        Ok(api::CreateTaskResponse { pid, ..Default::default() })
+    }
+
+    pub async fn task_start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
+        let shared = self.get(&req.id).await?;
+        let mut c = shared.lock().await;
+        if req.exec_id.is_empty() {
+            let pid = c.start().await?;
+            let exit = c.init_exit.take().ok_or_else(|| Error::Other("init exit already watched".into()))?;
+            c.init.started_event_sent = true;
+            self.events.send(TaskStart { container_id: req.id.clone(), pid, ..Default::default() }).await;
+            self.watch_exit(shared.clone(), String::new(), exit);
+            return Ok(api::StartResponse { pid, ..Default::default() });
+        }
+        let (pid, exit) = c.start_exec(&req.exec_id).await?;
+        c.process_mut(&req.exec_id)?.started_event_sent = true;
+        self.events
+            .send(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() })
+            .await;
+        self.watch_exit(shared.clone(), req.exec_id, exit);
+        Ok(api::StartResponse { pid, ..Default::default() })
+    }
+
+    pub async fn task_state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
+        let shared = self.get(&req.id).await?;
+        let c = shared.lock().await;
+        let p = c.process(&req.exec_id)?;
+        let status = match p.status {
+            Status::Created => ApiStatus::CREATED,
+            Status::Running => ApiStatus::RUNNING,
+            Status::Stopped => ApiStatus::STOPPED,
+        };
+        let (exit_status, exited_at) = exit_fields(p.exit());
+        Ok(api::StateResponse {
+            id: req.id.clone(),
+            bundle: c.bundle.to_string_lossy().into_owned(),
+            pid: p.pid,
+            status: status.into(),
+            stdin: p.stdio.stdin.clone(),
+            stdout: p.stdio.stdout.clone(),
+            stderr: p.stdio.stderr.clone(),
+            terminal: p.stdio.terminal,
+            exit_status,
+            exited_at,
+            exec_id: req.exec_id,
+            ..Default::default()
+        })
+    }
+
+    pub async fn task_kill(&self, req: api::KillRequest) -> Result<()> {
+        let shared = self.get(&req.id).await?;
+        let mut c = shared.lock().await;
+        c.kill(&req.exec_id, req.signal, req.all).await?;
+        Ok(())
+    }
+
+    pub async fn task_wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
+        let exited = {
+            let shared = self.get(&req.id).await?;
+            let c = shared.lock().await;
+            c.process(&req.exec_id)?.exited()
+        };
+        let exit = exited.await.ok_or_else(|| Error::NotFound(format!("{} was deleted while waiting", req.id)))?;
+        Ok(api::WaitResponse { exit_status: exit.code, exited_at: timestamp(exit.at), ..Default::default() })
+    }
+
+    pub async fn task_delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
+        let shared = self.get(&req.id).await?;
+        let mut c = shared.lock().await;
+        if !req.exec_id.is_empty() {
+            let (pid, exit) = c.delete_exec(&req.exec_id)?;
+            let (exit_status, exited_at) = exit_fields(exit);
+            return Ok(api::DeleteResponse { pid, exit_status, exited_at, ..Default::default() });
+        }
+        let (pid, exit) = c.delete().await?;
+        drop(c);
+        self.containers.lock().await.remove(&req.id);
+        let (exit_status, exited_at) = exit_fields(exit);
+        self.events
+            .send(TaskDelete {
+                container_id: req.id.clone(),
+                pid,
+                exit_status,
+                exited_at: exited_at.clone(),
+                id: req.id,
+                ..Default::default()
+            })
+            .await;
+        Ok(api::DeleteResponse { pid, exit_status, exited_at, ..Default::default() })
+    }
+
+    pub async fn task_exec(&self, req: api::ExecProcessRequest) -> Result<()> {
+        let shared = self.get(&req.id).await?;
+        let spec = req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default();
+        let stdio = StdioPaths { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
+        if stdio.terminal {
+            return Err(Error::Unimplemented("exec with a terminal (-t) is not supported yet".into()));
+        }
+        shared.lock().await.add_exec(&req.exec_id, stdio, spec)?;
+        self.events
+            .send(TaskExecAdded { container_id: req.id, exec_id: req.exec_id, ..Default::default() })
+            .await;
+        Ok(())
+    }
+
+    pub async fn task_pids(&self, req: api::PidsRequest) -> Result<api::PidsResponse> {
+        let shared = self.get(&req.id).await?;
+        let runsc = shared.lock().await.runsc.clone();
+        let processes = runsc
+            .ps(&req.id)
+            .await?
+            .into_iter()
+            .map(|p| containerd_shim::protos::types::task::ProcessInfo { pid: p.pid, ..Default::default() })
+            .collect();
+        Ok(api::PidsResponse { processes, ..Default::default() })
+    }
+
+    pub async fn task_close_io(&self, req: api::CloseIORequest) -> Result<()> {
+        let shared = self.get(&req.id).await?;
+        let c = shared.lock().await;
+        if req.stdin {
+            c.process(&req.exec_id)?.io.close_stdin();
+        }
+        Ok(())
+    }
+
+    pub async fn task_connect(&self, req: api::ConnectRequest) -> Result<api::ConnectResponse> {
+        let task_pid = match self.get(&req.id).await {
+            Ok(c) => c.lock().await.init.pid,
+            Err(_) => 0,
+        };
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        })
+    }
+
+    pub async fn task_shutdown(&self) -> Result<()> {
+        if self.containers.lock().await.is_empty() {
+            self.exit.signal();
+        }
+        Ok(())
+    }
+}
+
+fn unimplemented<T>(what: &str) -> ttrpc::Result<T> {
+    Err(Error::Unimplemented(format!("{what} is not implemented by the beta9 sandbox shim yet")).into())
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(&self, _: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
+        Ok(self.task_create(req).await?)
+    }
+    async fn start(&self, _: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
+        Ok(self.task_start(req).await?)
+    }
+    async fn state(&self, _: &TtrpcContext, req: api::StateRequest) -> ttrpc::Result<api::StateResponse> {
+        Ok(self.task_state(req).await?)
+    }
+    async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<Empty> {
+        self.task_kill(req).await?;
+        Ok(Empty::new())
+    }
+    async fn wait(&self, _: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
+        Ok(self.task_wait(req).await?)
+    }
+    async fn delete(&self, _: &TtrpcContext, req: api::DeleteRequest) -> ttrpc::Result<api::DeleteResponse> {
+        Ok(self.task_delete(req).await?)
+    }
+    async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<Empty> {
+        self.task_exec(req).await?;
+        Ok(Empty::new())
+    }
+    async fn pids(&self, _: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
+        Ok(self.task_pids(req).await?)
+    }
+    async fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> ttrpc::Result<Empty> {
+        self.task_close_io(req).await?;
+        Ok(Empty::new())
+    }
+    async fn connect(&self, _: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
+        Ok(self.task_connect(req).await?)
+    }
+    async fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> ttrpc::Result<Empty> {
+        self.task_shutdown().await?;
+        Ok(Empty::new())
+    }
+    async fn pause(&self, _: &TtrpcContext, _: api::PauseRequest) -> ttrpc::Result<Empty> {
+        unimplemented("Pause")
+    }
+    async fn resume(&self, _: &TtrpcContext, _: api::ResumeRequest) -> ttrpc::Result<Empty> {
+        unimplemented("Resume")
+    }
+    async fn checkpoint(&self, _: &TtrpcContext, _: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {
+        unimplemented("Checkpoint")
+    }
+    async fn resize_pty(&self, _: &TtrpcContext, _: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
+        unimplemented("ResizePty")
+    }
+    async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        unimplemented("Update")
+    }
+    async fn stats(&self, _: &TtrpcContext, _: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
+        unimplemented("Stats")
+    }
+}
