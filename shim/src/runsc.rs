@@ -108,12 +108,6 @@ pub struct Runsc {
     pub flags: RunscFlags,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PsEntry {
-    #[serde(rename = "PID")]
-    pub pid: u32,
-}
-
 impl Runsc {
     pub fn new(binary: PathBuf, flags: RunscFlags) -> Self {
         Runsc { binary, flags }
@@ -166,7 +160,8 @@ impl Runsc {
         }
     }
 
-    pub async fn ps(&self, id: &str) -> Result<Vec<PsEntry>> {
+    /// Pids inside the sandbox (1, 2, ...), not host pids.
+    pub async fn ps(&self, id: &str) -> Result<Vec<u32>> {
         let out = self.run("ps", vec!["ps".into(), "--format=json".into(), id.into()], None).await?;
         let text = out.trim();
         if text.is_empty() || text == "null" {

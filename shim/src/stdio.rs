@@ -1,25 +1,25 @@
 //! A process's stdio: pipes to the process, copied to and from what containerd gave us
 //! (fifos, `file://` paths, or nothing).
 //!
-//! Fifo pitfalls handled here: no open ever blocks waiting for containerd; the shim holds an
-//! unread reader on each output fifo so the copy survives a containerd restart (no EPIPE); and it
-//! holds a writer on the stdin fifo until CloseIO, so a client that has not opened it yet is
-//! not mistaken for end of input.
+//! Fifo pitfalls handled here: no open blocks a request waiting for containerd; the shim holds
+//! an unread reader on each output fifo so the copy survives a containerd restart (no EPIPE); and
+//! stdin ends when the client's writer closes or at CloseIO, whichever comes first, never because
+//! the client had not opened its end yet (ctr 1.6 may close stdin without sending CloseIO).
 
 use std::{
     fs::{File, OpenOptions},
     os::{fd::OwnedFd, unix::fs::OpenOptionsExt},
     path::Path,
     process::Stdio as ChildStdio,
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::Duration,
 };
 
 use log::debug;
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     net::unix::pipe,
-    sync::watch,
+    sync::{oneshot, watch},
     task::JoinHandle,
 };
 
@@ -44,8 +44,8 @@ pub struct StdioPaths {
 pub struct ProcessIo {
     outputs: Vec<JoinHandle<()>>,
     input: Option<JoinHandle<()>>,
-    /// Our writer on the stdin fifo; dropping it (CloseIO) lets the copy see EOF.
-    stdin_hold: Arc<Mutex<Option<File>>>,
+    /// Ends the stdin copy, closing the process's stdin.
+    stdin_stop: Mutex<Option<oneshot::Sender<()>>>,
     cancel: Option<watch::Sender<bool>>,
 }
 
@@ -91,13 +91,12 @@ impl ProcessIo {
             Target::None => {}
             Target::File(_) => return Err(Error::Unimplemented("stdin from a file:// path".into())),
             Target::Fifo(path) => {
-                let reader = nonblocking(&path, OpenOptions::new().read(true))?;
-                *io.stdin_hold.lock().unwrap() = Some(nonblocking(&path, OpenOptions::new().write(true))?);
-                let from = pipe::Receiver::from_file(reader).map_err(Error::io("stdin fifo"))?;
                 let (r, w) = pipe_pair()?;
                 let to = pipe::Sender::from_owned_fd(w).map_err(Error::io("stdin pipe"))?;
                 stdio.stdin = ChildStdio::from(r);
-                io.input = Some(tokio::spawn(copy(from, to, cancelled.clone())));
+                let (stop, stopped) = oneshot::channel();
+                *io.stdin_stop.lock().unwrap() = Some(stop);
+                io.input = Some(tokio::spawn(copy_stdin(path, to, stopped)));
             }
         }
         stdio.stdout = io.output(&paths.stdout, cancelled.clone())?;
@@ -128,18 +127,18 @@ impl ProcessIo {
         Ok(ChildStdio::from(w))
     }
 
-    /// CloseIO: let go of stdin so the process reads EOF once containerd's writer is gone too.
+    /// CloseIO: the process reads EOF on stdin.
     pub fn close_stdin(&self) {
-        self.stdin_hold.lock().unwrap().take();
+        if let Some(stop) = self.stdin_stop.lock().unwrap().take() {
+            let _ = stop.send(());
+        }
     }
 
     /// The process exited: stop feeding it and let its output drain, for a bounded time
     /// because an orphan inside may still hold the pipe.
     pub async fn finish(&mut self) {
         self.close_stdin();
-        if let Some(input) = self.input.take() {
-            input.abort();
-        }
+        self.input.take();
         let outputs = std::mem::take(&mut self.outputs);
         let drained = async {
             for o in outputs {
@@ -160,8 +159,38 @@ impl Drop for ProcessIo {
         if let Some(c) = self.cancel.take() {
             let _ = c.send(true);
         }
-        if let Some(i) = self.input.take() {
-            i.abort();
+        self.close_stdin();
+    }
+}
+
+/// Copies the stdin fifo into the process until the client's writer closes or `stop` fires.
+/// The open blocks until the client opens its end, so it runs on a blocking thread; `stop`
+/// releases it by briefly becoming that writer.
+async fn copy_stdin(path: String, mut to: pipe::Sender, stop: oneshot::Receiver<()>) {
+    let p = path.clone();
+    let open = tokio::task::spawn_blocking(move || File::open(p));
+    tokio::pin!(stop);
+    let fifo = tokio::select! {
+        f = open => f,
+        _ = &mut stop => {
+            let _ = nonblocking(&path, OpenOptions::new().write(true));
+            return;
+        }
+    };
+    let Ok(Ok(fifo)) = fifo else { return };
+    let Ok(mut from) = pipe::Receiver::from_file(fifo) else { return };
+    tokio::select! {
+        r = tokio::io::copy(&mut from, &mut to) => {
+            if let Err(e) = r { debug!("stdin copy ended: {e}"); }
+        }
+        // CloseIO means the client wrote all it will: deliver what is already in the fifo.
+        _ = stop => {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = from.try_read(&mut buf) {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
         }
     }
 }
@@ -215,7 +244,7 @@ mod tests {
         p.to_string_lossy().into_owned()
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn copies_stdin_to_stdout_through_a_process_and_ends_on_close_io() {
         let dir = tempfile::tempdir().unwrap();
         let (stdin, stdout) = (mkfifo(dir.path(), "in"), mkfifo(dir.path(), "out"));

@@ -283,7 +283,7 @@ impl TaskService {
             .ps(&req.id)
             .await?
             .into_iter()
-            .map(|p| containerd_shim::protos::types::task::ProcessInfo { pid: p.pid, ..Default::default() })
+            .map(|pid| containerd_shim::protos::types::task::ProcessInfo { pid, ..Default::default() })
             .collect();
         Ok(api::PidsResponse { processes, ..Default::default() })
     }

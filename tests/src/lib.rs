@@ -1,0 +1,210 @@
+//! Harness for the end-to-end tests: `ctr` against the private containerd that hack/test.sh
+//! starts, containers that clean up after themselves, and leak checks.
+
+use std::{
+    path::Path,
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+pub const RUNTIME: &str = "io.beta9.sandbox";
+pub const BUSYBOX: &str = "docker.io/beta9/busybox:latest";
+pub const DEBIAN: &str = "docker.io/beta9/debian:latest";
+
+/// The private containerd's socket. A missing one is a failure, never a skip.
+pub fn address() -> String {
+    let a = std::env::var("CONTAINERD_ADDRESS").unwrap_or_else(|_| "/run/beta9-dev/containerd.sock".into());
+    assert!(
+        Path::new(&a).exists(),
+        "containerd socket {a} is missing: run the tests through hack/test.sh, which starts it"
+    );
+    a
+}
+
+/// A container id unique to this test run, so parallel tests never collide.
+pub fn unique_id(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+pub fn ctr() -> Command {
+    let mut c = Command::new("ctr");
+    c.arg("--address").arg(address());
+    c
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+pub fn run_cmd(cmd: &mut Command, stdin: Option<&str>) -> Run {
+    let start = Instant::now();
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn ctr");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        let mut w = child.stdin.take().unwrap();
+        w.write_all(input.as_bytes()).unwrap();
+    }
+    let Output { status, stdout, stderr } = child.wait_with_output().unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// A container of the test; on drop it is killed and removed, and nothing of it may remain.
+pub struct Container {
+    pub id: String,
+}
+
+impl Container {
+    pub fn new(prefix: &str) -> Self {
+        Container { id: unique_id(prefix) }
+    }
+
+    /// `ctr run --rm` in the foreground.
+    pub fn run(&self, image: &str, extra: &[&str], args: &[&str], stdin: Option<&str>) -> Run {
+        let mut c = ctr();
+        c.args(["run", "--rm", "--runtime", RUNTIME]).args(extra).args([image, &self.id]).args(args);
+        run_cmd(&mut c, stdin)
+    }
+
+    /// `ctr run -d`; panics if it fails.
+    pub fn start(&self, image: &str, extra: &[&str], args: &[&str]) -> Run {
+        let mut c = ctr();
+        c.args(["run", "-d", "--runtime", RUNTIME]).args(extra).args([image, &self.id]).args(args);
+        let r = run_cmd(&mut c, None);
+        assert_eq!(r.code, 0, "ctr run -d {}: {}{}", self.id, r.stdout, r.stderr);
+        r
+    }
+
+    pub fn exec(&self, exec_id: &str, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut c = ctr();
+        c.args(["task", "exec", "--exec-id", exec_id, &self.id]).args(args);
+        run_cmd(&mut c, stdin)
+    }
+
+    pub fn task(&self, args: &[&str]) -> Run {
+        let mut c = ctr();
+        c.arg("task").args(args);
+        run_cmd(&mut c, None)
+    }
+
+    /// The task's status as `ctr task ls` shows it (RUNNING, STOPPED, ...), if any.
+    pub fn status(&self) -> Option<String> {
+        let ls = self.task(&["ls"]).stdout;
+        ls.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|f| f.first() == Some(&self.id.as_str())).map(|f| f[2].to_string())
+    }
+
+    /// Waits until the task is STOPPED, then deletes it and returns its exit code
+    /// (ctr 1.6 has no `task wait`; `task rm` reports a non-zero status).
+    pub fn wait_exit(&self) -> i32 {
+        assert!(
+            eventually(Duration::from_secs(20), || self.status().as_deref() == Some("STOPPED")),
+            "{} did not stop: {:?}",
+            self.id,
+            self.status()
+        );
+        let rm = self.task(&["rm", &self.id]);
+        assert_eq!(rm.code, 0, "task rm {}: {}", self.id, rm.stderr);
+        rm.stderr
+            .split("exit code ")
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The host command line of this container's runsc sandbox process.
+    pub fn sandbox_cmdline(&self) -> Option<String> {
+        processes().into_iter().find(|c| c.starts_with("runsc-sandbox") && c.ends_with(&format!(" {}", self.id)))
+    }
+
+    pub fn remove(&self) {
+        let _ = self.task(&["kill", "-s", "SIGKILL", &self.id]);
+        let _ = self.task(&["rm", "-f", &self.id]);
+        let _ = run_cmd(ctr().args(["containers", "rm", &self.id]), None);
+    }
+
+    /// What is left of this container on the host: processes, mounts, runsc state.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left: Vec<String> = processes()
+            .into_iter()
+            .filter(|c| c.contains(&self.id) && (c.contains("runsc") || c.contains("containerd-shim")))
+            .map(|c| format!("process: {c}"))
+            .collect();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        left.extend(mounts.lines().filter(|l| l.contains(&format!("/{}/", self.id)) || l.contains(&format!("/{} ", self.id))).map(|l| format!("mount: {l}")));
+        if let Ok(roots) = std::fs::read_dir("/run/beta9") {
+            for root in roots.flatten() {
+                for f in std::fs::read_dir(root.path()).into_iter().flatten().flatten() {
+                    if f.file_name().to_string_lossy().contains(&self.id) {
+                        left.push(format!("runsc state: {}", f.path().display()));
+                    }
+                }
+            }
+        }
+        left
+    }
+
+    /// Waits (bounded, on the condition itself) until nothing of the container remains.
+    pub fn assert_no_leftovers(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = self.leftovers();
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("{} left behind:\n{}", self.id, left.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.remove();
+        if !std::thread::panicking() {
+            self.assert_no_leftovers();
+        }
+    }
+}
+
+/// Every process's command line, arguments joined by spaces.
+pub fn processes() -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(raw) = std::fs::read(e.path().join("cmdline")) {
+            if !raw.is_empty() {
+                let s = String::from_utf8_lossy(&raw).split('\0').filter(|a| !a.is_empty()).collect::<Vec<_>>().join(" ");
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// Polls a condition that an event will make true, for at most `limit`.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
