@@ -9,7 +9,7 @@ running() { [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
 install_bins() {
     mkdir -p "$BETA9_DEV/bin"
-    local dir=$REPO/target/$BETA9_PROFILE
+    local dir=$REPO/target/x86_64-unknown-linux-gnu/$BETA9_PROFILE
     [ -x "$dir/containerd-shim-beta9-sandbox" ] || { echo "containerd.sh: build first: $dir/containerd-shim-beta9-sandbox missing" >&2; exit 1; }
     # Copies, not links: a rebuild must not change a binary under a running shim.
     for b in containerd-shim-beta9-sandbox beta9-sandbox-agent; do

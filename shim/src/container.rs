@@ -9,6 +9,7 @@ use log::{info, warn};
 use tokio::sync::oneshot;
 
 use crate::{
+    annotations::SandboxAnnotations,
     error::{Error, Result},
     process::{Exit, Process, Status},
     reaper::Reaper,
@@ -44,6 +45,7 @@ pub struct CreateConfig {
 #[derive(Clone, Debug)]
 pub struct SandboxContext {
     pub runsc_binary: PathBuf,
+    pub agent_binary: PathBuf,
     pub runsc_root_base: PathBuf,
     pub containerd_address: String,
     pub namespace: String,
@@ -68,7 +70,18 @@ pub struct Exec {
 
 impl Container {
     pub async fn create(cfg: CreateConfig, ctx: &SandboxContext) -> Result<Container> {
-        let spec = spec::load(&cfg.bundle)?;
+        let mut spec = spec::load(&cfg.bundle)?;
+        let annotations = SandboxAnnotations::parse(spec.annotations().as_ref().unwrap_or(&HashMap::new()))?;
+        if !annotations.agent && spec.process().as_ref().and_then(|p| p.args().as_ref()).is_none_or(|a| a.is_empty()) {
+            return Err(Error::InvalidArgument("the spec's process has no args".into()));
+        }
+        if annotations.agent && !ctx.agent_binary.is_file() {
+            return Err(Error::NotFound(format!(
+                "the sandbox agent {} does not exist (set {}=false to run without it)",
+                ctx.agent_binary.display(),
+                crate::annotations::AGENT
+            )));
+        }
         let root = spec::runsc_root(&ctx.runsc_root_base, &ctx.containerd_address, &ctx.namespace, &cfg.id);
         let flags = RunscFlags::new(root.clone(), cfg.bundle.join(RUNSC_LOG), spec::network_for(&spec));
         let runsc = Runsc::new(ctx.runsc_binary.clone(), flags);
@@ -77,6 +90,10 @@ impl Container {
         let result = async {
             mount_rootfs(&cfg.rootfs, &cfg.bundle.join(ROOTFS))?;
             spec::check_process_binary(&spec, &rootfs)?;
+            if annotations.agent {
+                spec::inject_agent(&mut spec, &ctx.agent_binary, annotations.keepalive)?;
+                spec::save(&spec, &cfg.bundle)?;
+            }
             std::fs::write(cfg.bundle.join(RUNSC_ROOT_RECORD), root.as_os_str().as_encoded_bytes())
                 .map_err(Error::io("record the runsc root"))?;
             std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;

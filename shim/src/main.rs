@@ -1,5 +1,6 @@
 //! containerd-shim-beta9-sandbox: a containerd shim v2 that runs containers under gVisor's runsc.
 
+mod annotations;
 mod container;
 mod error;
 mod process;

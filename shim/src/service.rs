@@ -46,11 +46,17 @@ impl Service {
     fn context(&self) -> SandboxContext {
         SandboxContext {
             runsc_binary: env::var_os("BETA9_RUNSC").map(PathBuf::from).unwrap_or_else(|| "runsc".into()),
+            agent_binary: env::var_os("BETA9_AGENT").map(PathBuf::from).unwrap_or_else(default_agent),
             runsc_root_base: env::var_os("BETA9_RUNSC_ROOT").map(PathBuf::from).unwrap_or_else(|| RUNSC_ROOT_BASE.into()),
             containerd_address: self.address.clone(),
             namespace: self.namespace.clone(),
         }
     }
+}
+
+/// The agent ships next to the shim's own executable.
+fn default_agent() -> PathBuf {
+    env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("beta9-sandbox-agent"))).unwrap_or_default()
 }
 
 /// The shim groups containers by pod; outside a pod each container has its own shim.

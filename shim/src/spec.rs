@@ -7,7 +7,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, MountBuilder, Spec};
 
 use crate::{
     error::{Error, Result},
@@ -27,6 +27,36 @@ pub fn network_for(spec: &Spec) -> Network {
         Some(n) if n.path().as_ref().is_some_and(|p| !p.as_os_str().is_empty()) => Network::Sandbox,
         Some(_) => Network::None,
     }
+}
+
+/// Where the agent binary appears inside every sandbox.
+pub const AGENT_PATH: &str = "/.beta9/agent";
+
+/// Makes the agent the container's PID 1: a read-only bind mount of the host binary, and the
+/// process args rewritten to run the agent with the original command after `--`.
+pub fn inject_agent(spec: &mut Spec, agent: &Path, keepalive: bool) -> Result<()> {
+    let mount = MountBuilder::default()
+        .destination(AGENT_PATH)
+        .typ("bind")
+        .source(agent)
+        .options(vec!["rbind".to_string(), "ro".to_string()])
+        .build()
+        .map_err(|e| Error::Other(format!("agent mount: {e}")))?;
+    spec.mounts_mut().get_or_insert_with(Vec::new).push(mount);
+    let process = spec.process_mut().as_mut().ok_or_else(|| Error::InvalidArgument("the spec has no process".into()))?;
+    let mut args = vec![AGENT_PATH.to_string()];
+    if keepalive {
+        args.push("--keepalive".into());
+    }
+    args.push("--".into());
+    args.extend(process.args().clone().unwrap_or_default());
+    process.set_args(Some(args));
+    Ok(())
+}
+
+pub fn save(spec: &Spec, bundle: &Path) -> Result<()> {
+    spec.save(bundle.join("config.json"))
+        .map_err(|e| Error::Other(format!("writing {}/config.json: {e}", bundle.display())))
 }
 
 /// One runsc root per sandbox, short enough that runsc's `runsc-<id>.sock` in it stays under
@@ -49,7 +79,7 @@ pub fn check_process_binary(spec: &Spec, rootfs: &Path) -> Result<()> {
         return Err(Error::InvalidArgument("the spec has no process".into()));
     };
     let Some(arg0) = process.args().as_ref().and_then(|a| a.first()) else {
-        return Err(Error::InvalidArgument("the spec's process has no args".into()));
+        return Ok(()); // nothing to run: only valid for a keepalive sandbox, checked by the caller
     };
     let path_env = process
         .env()
@@ -174,6 +204,27 @@ mod tests {
         assert!(find_executable(r, "../../bin/sh", "", cwd).is_some(), ".. stays inside the root");
         assert!(find_executable(r, "data", "/usr/bin", cwd).is_none(), "not executable");
         assert!(find_executable(r, "nope", "/bin:/usr/bin", cwd).is_none());
+    }
+
+    #[test]
+    fn agent_injection_mounts_the_binary_read_only_and_wraps_the_args() {
+        let mut spec = SpecBuilder::default()
+            .process(ProcessBuilder::default().args(vec!["sh".to_string(), "-c".to_string(), "exit 7".to_string()]).build().unwrap())
+            .build()
+            .unwrap();
+        inject_agent(&mut spec, Path::new("/opt/beta9/agent"), true).unwrap();
+        let args = spec.process().as_ref().unwrap().args().clone().unwrap();
+        assert_eq!(args, ["/.beta9/agent", "--keepalive", "--", "sh", "-c", "exit 7"]);
+        let m = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new(AGENT_PATH)).unwrap();
+        assert_eq!(m.source().as_deref(), Some(Path::new("/opt/beta9/agent")));
+        assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
+
+        let mut plain = SpecBuilder::default()
+            .process(ProcessBuilder::default().args(vec!["true".to_string()]).build().unwrap())
+            .build()
+            .unwrap();
+        inject_agent(&mut plain, Path::new("/a"), false).unwrap();
+        assert_eq!(plain.process().as_ref().unwrap().args().clone().unwrap(), ["/.beta9/agent", "--", "true"]);
     }
 
     #[test]
