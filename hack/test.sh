@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 . hack/env.sh
 
 hack/install-deps.sh
-cargo build --release --workspace --bins
+# One build for binaries and tests: the test build also produces the shim and agent binaries.
+cargo test --release --workspace --no-run
 hack/containerd.sh restart
 trap 'hack/containerd.sh stop' EXIT
 hack/build-images.sh busybox debian

@@ -164,16 +164,25 @@ impl Drop for ProcessIo {
 }
 
 /// Copies the stdin fifo into the process until the client's writer closes or `stop` fires.
-/// The open blocks until the client opens its end, so it runs on a blocking thread; `stop`
-/// releases it by briefly becoming that writer.
+/// The open blocks until the client opens its end, so it runs on a thread of its own (never the
+/// runtime's blocking pool, which the shim would wait for on exit); `stop` releases it by
+/// briefly becoming that writer, retrying until the thread has really entered its open.
 async fn copy_stdin(path: String, mut to: pipe::Sender, stop: oneshot::Receiver<()>) {
+    let (opened_tx, mut opened) = oneshot::channel();
     let p = path.clone();
-    let open = tokio::task::spawn_blocking(move || File::open(p));
+    std::thread::spawn(move || {
+        let _ = opened_tx.send(File::open(p));
+    });
     tokio::pin!(stop);
     let fifo = tokio::select! {
-        f = open => f,
+        f = &mut opened => f,
         _ = &mut stop => {
-            let _ = nonblocking(&path, OpenOptions::new().write(true));
+            for _ in 0..100 {
+                let _ = nonblocking(&path, OpenOptions::new().write(true));
+                if tokio::time::timeout(Duration::from_millis(10), &mut opened).await.is_ok() {
+                    break;
+                }
+            }
             return;
         }
     };

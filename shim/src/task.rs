@@ -101,25 +101,30 @@ impl TaskService {
                 };
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(2), all).await;
             }
-            let (id, pid, exit, mut io) = {
-                let mut c = c.lock().await;
-                let id = c.id.clone();
-                let Ok(p) = c.process_mut(&exec_id) else { return };
-                let exit = p.set_exited(code);
-                (id, p.pid, exit, std::mem::take(&mut p.io))
+            let (id, pid) = {
+                let c = c.lock().await;
+                let Ok(p) = c.process(&exec_id) else { return };
+                (c.id.clone(), p.pid)
             };
+            // Published before the exit is recorded: whoever waits on this process (containerd's
+            // Wait, or an init waiting for its execs) resumes only once the event is out.
+            let exit = Exit { code: code as u32, at: SystemTime::now() };
             info!("{id} {exec_id} exited with {}", exit.code);
-            tokio::spawn(async move { io.finish().await });
             events
                 .send(TaskExit {
                     container_id: id.clone(),
-                    id: if exec_id.is_empty() { id } else { exec_id },
+                    id: if exec_id.is_empty() { id.clone() } else { exec_id.clone() },
                     pid,
                     exit_status: exit.code,
                     exited_at: timestamp(exit.at),
                     ..Default::default()
                 })
                 .await;
+            let mut c = c.lock().await;
+            let Ok(p) = c.process_mut(&exec_id) else { return };
+            p.set_exit(exit);
+            let mut io = std::mem::take(&mut p.io);
+            tokio::spawn(async move { io.finish().await });
         });
     }
 

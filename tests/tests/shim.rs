@@ -180,3 +180,23 @@ fn events_come_in_order_and_exec_exits_precede_the_inits() {
     let want: Vec<String> = expected.iter().map(|e| e.replace(&c.id, "").trim_end().to_string()).collect();
     assert_eq!(got, want, "events for {}:\n{}", c.id, ours.join("\n"));
 }
+
+#[test]
+fn runsc_own_error_reaches_the_client_and_nothing_is_left() {
+    let c = Container::new("runscerr");
+    let missing = format!("/nonexistent-{}", c.id);
+    let mount = format!("type=bind,src={missing},dst=/x,options=rbind:ro");
+    let r = c.run(BUSYBOX, &["--mount", &mount], &["true"], None);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("runsc create failed"), "{}", r.stderr);
+    assert!(r.stderr.contains(&missing), "runsc's words name the cause: {}", r.stderr);
+    c.remove();
+    c.assert_no_leftovers();
+}
+
+#[test]
+fn null_io_runs() {
+    let c = Container::new("nullio");
+    let r = c.run(BUSYBOX, &["--null-io"], &["sh", "-c", "echo discarded; exit 3"], None);
+    assert_eq!((r.code, r.stdout.as_str()), (3, ""), "{}", r.stderr);
+}
