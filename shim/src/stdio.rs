@@ -174,32 +174,55 @@ async fn copy_stdin(path: String, mut to: pipe::Sender, stop: oneshot::Receiver<
         let _ = opened_tx.send(File::open(p));
     });
     tokio::pin!(stop);
+    let mut stopped = false;
     let fifo = tokio::select! {
-        f = &mut opened => f,
+        f = &mut opened => f.ok(),
         _ = &mut stop => {
+            stopped = true;
+            let mut f = None;
             for _ in 0..100 {
                 let _ = nonblocking(&path, OpenOptions::new().write(true));
-                if tokio::time::timeout(Duration::from_millis(10), &mut opened).await.is_ok() {
+                if let Ok(r) = tokio::time::timeout(Duration::from_millis(10), &mut opened).await {
+                    f = r.ok();
                     break;
                 }
             }
-            return;
+            f
         }
     };
-    let Ok(Ok(fifo)) = fifo else { return };
-    let Ok(mut from) = pipe::Receiver::from_file(fifo) else { return };
-    tokio::select! {
-        r = tokio::io::copy(&mut from, &mut to) => {
-            if let Err(e) = r { debug!("stdin copy ended: {e}"); }
-        }
-        // CloseIO means the client wrote all it will: deliver what is already in the fifo.
-        _ = stop => {
-            let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n @ 1..) = from.try_read(&mut buf) {
-                if to.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
+    let Some(Ok(fifo)) = fifo else { return };
+    let fifo = if stopped {
+        fifo
+    } else {
+        let Ok(mut from) = pipe::Receiver::from_file(fifo) else { return };
+        tokio::select! {
+            r = tokio::io::copy(&mut from, &mut to) => {
+                if let Err(e) = r { debug!("stdin copy ended: {e}"); }
+                return;
             }
+            _ = stop => {}
+        }
+        match from.into_nonblocking_fd() {
+            Ok(fd) => File::from(fd),
+            Err(_) => return,
+        }
+    };
+    drain(fifo, &mut to).await;
+}
+
+/// CloseIO means the client wrote all it will: deliver what is already in the fifo, reading
+/// directly (a freshly registered tokio pipe reports nothing ready until the reactor polls).
+async fn drain(mut fifo: File, to: &mut pipe::Sender) {
+    use std::io::Read;
+    let flags = nix::fcntl::fcntl(&fifo, nix::fcntl::FcntlArg::F_GETFL).unwrap_or(0);
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    if nix::fcntl::fcntl(&fifo, nix::fcntl::FcntlArg::F_SETFL(flags)).is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = fifo.read(&mut buf) {
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
         }
     }
 }
