@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests of the pure parts, then end-to-end tests that drive a private
 # containerd with the real runsc. Installs what is missing first. Exits non-zero on any failure.
-set -euo pipefail
+set -uo pipefail
+set -e
 cd "$(dirname "$0")/.."
 . hack/env.sh
 
@@ -11,4 +12,11 @@ cargo test --release --workspace --no-run
 hack/containerd.sh restart
 trap 'hack/containerd.sh stop' EXIT
 hack/build-images.sh busybox debian
-CONTAINERD_ADDRESS=$CONTAINERD_ADDRESS cargo test --release --workspace "$@"
+log=$(mktemp)
+status=0
+CONTAINERD_ADDRESS=$CONTAINERD_ADDRESS cargo test --release --workspace "$@" 2>&1 | tee "$log" || status=$?
+passed=$(grep -o '[0-9]\+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -o '[0-9]\+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+rm -f "$log"
+echo "tests: $passed passed, $failed failed"
+exit $status
