@@ -145,17 +145,13 @@ fn spawn(command: &[String]) -> Result<Pid, i32> {
             let err = execvp(&argv[0], &argv).unwrap_err();
             eprintln!("beta9-sandbox-agent: exec {}: {err}", command[0]);
             // SAFETY: leaving the forked child without running the parent's destructors.
-            unsafe { libc_exit(if err == Errno::ENOENT { 127 } else { 126 }) }
+            unsafe { nix::libc::_exit(if err == Errno::ENOENT { 127 } else { 126 }) }
         }
         Err(e) => {
             eprintln!("beta9-sandbox-agent: fork: {e}");
             Err(126)
         }
     }
-}
-
-unsafe fn libc_exit(code: i32) -> ! {
-    nix::libc::_exit(code)
 }
 
 /// Reaps every exited child, returning their pids and exit codes.

@@ -52,15 +52,3 @@ impl From<Error> for ttrpc::Error {
         ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.to_string()))
     }
 }
-
-impl From<containerd_shim::Error> for Error {
-    fn from(e: containerd_shim::Error) -> Self {
-        Error::Other(e.to_string())
-    }
-}
-
-impl From<Error> for containerd_shim::Error {
-    fn from(e: Error) -> Self {
-        containerd_shim::Error::Other(e.to_string())
-    }
-}

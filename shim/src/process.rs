@@ -53,13 +53,10 @@ impl Process {
     }
 
     pub fn set_exited(&mut self, code: i32) -> Exit {
-        self.set_exit(Exit { code: code as u32, at: SystemTime::now() })
-    }
-
-    pub fn set_exit(&mut self, e: Exit) -> Exit {
         if let Some(e) = self.exit() {
             return e;
         }
+        let e = Exit { code: code as u32, at: SystemTime::now() };
         self.status = Status::Stopped;
         self.exit.send_replace(Some(e));
         e

@@ -114,7 +114,7 @@ impl Runsc {
     }
 
     pub async fn create(&self, id: &str, bundle: &Path, pid_file: &Path, stdio: ProcessStdio) -> Result<()> {
-        let args = args(&["create", "--bundle"], bundle, &["--pid-file"], pid_file, id);
+        let args = vec!["create".into(), "--bundle".into(), bundle.into(), "--pid-file".into(), pid_file.into(), id.into()];
         self.run("create", args, Some(stdio)).await.map(drop)
     }
 
@@ -212,15 +212,6 @@ impl Runsc {
         }
         Err(Error::Runsc { command: what.into(), message })
     }
-}
-
-fn args(sub: &[&str], bundle: &Path, flag: &[&str], file: &Path, id: &str) -> Vec<OsString> {
-    let mut a: Vec<OsString> = sub.iter().map(OsString::from).collect();
-    a.push(bundle.into());
-    a.extend(flag.iter().map(OsString::from));
-    a.push(file.into());
-    a.push(id.into());
-    a
 }
 
 /// runsc's words for "the sandbox or container is already gone".

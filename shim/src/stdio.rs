@@ -43,7 +43,6 @@ pub struct StdioPaths {
 #[derive(Default)]
 pub struct ProcessIo {
     outputs: Vec<JoinHandle<()>>,
-    input: Option<JoinHandle<()>>,
     /// Ends the stdin copy, closing the process's stdin.
     stdin_stop: Mutex<Option<oneshot::Sender<()>>>,
     cancel: Option<watch::Sender<bool>>,
@@ -96,7 +95,7 @@ impl ProcessIo {
                 stdio.stdin = ChildStdio::from(r);
                 let (stop, stopped) = oneshot::channel();
                 *io.stdin_stop.lock().unwrap() = Some(stop);
-                io.input = Some(tokio::spawn(copy_stdin(path, to, stopped)));
+                tokio::spawn(copy_stdin(path, to, stopped));
             }
         }
         stdio.stdout = io.output(&paths.stdout, cancelled.clone())?;
@@ -138,7 +137,6 @@ impl ProcessIo {
     /// because an orphan inside may still hold the pipe.
     pub async fn finish(&mut self) {
         self.close_stdin();
-        self.input.take();
         let outputs = std::mem::take(&mut self.outputs);
         let drained = async {
             for o in outputs {

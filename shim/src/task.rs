@@ -101,29 +101,26 @@ impl TaskService {
                 };
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(2), all).await;
             }
-            let (id, pid) = {
-                let c = c.lock().await;
-                let Ok(p) = c.process(&exec_id) else { return };
-                (c.id.clone(), p.pid)
-            };
-            // Published before the exit is recorded: whoever waits on this process (containerd's
-            // Wait, or an init waiting for its execs) resumes only once the event is out.
-            let exit = Exit { code: code as u32, at: SystemTime::now() };
+            // Recorded and queued under the container's lock: State and Delete never see a
+            // process that containerd was told had exited still running, and an init waiting for
+            // its execs can only queue its own exit after theirs.
+            let mut c = c.lock().await;
+            let id = c.id.clone();
+            let Ok(p) = c.process_mut(&exec_id) else { return };
+            let exit = p.set_exited(code);
+            let (pid, mut io) = (p.pid, std::mem::take(&mut p.io));
             info!("{id} {exec_id} exited with {}", exit.code);
             events
                 .send(TaskExit {
                     container_id: id.clone(),
-                    id: if exec_id.is_empty() { id.clone() } else { exec_id.clone() },
+                    id: if exec_id.is_empty() { id } else { exec_id },
                     pid,
                     exit_status: exit.code,
                     exited_at: timestamp(exit.at),
                     ..Default::default()
                 })
                 .await;
-            let mut c = c.lock().await;
-            let Ok(p) = c.process_mut(&exec_id) else { return };
-            p.set_exit(exit);
-            let mut io = std::mem::take(&mut p.io);
+            drop(c);
             tokio::spawn(async move { io.finish().await });
         });
     }

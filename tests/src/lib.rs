@@ -123,6 +123,20 @@ impl Container {
             .unwrap_or(0)
     }
 
+    /// A `file://` URI for `--log-uri`, in a directory removed with the container.
+    pub fn log_uri(&self) -> String {
+        format!("file://{}", self.log_path().display())
+    }
+
+    /// Waits (bounded) until the container's log file holds `text`.
+    pub fn log_contains(&self, text: &str) -> bool {
+        eventually(Duration::from_secs(10), || std::fs::read_to_string(self.log_path()).is_ok_and(|s| s.contains(text)))
+    }
+
+    fn log_path(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(&self.id).join("out.log")
+    }
+
     /// The host command line of this container's runsc sandbox process.
     pub fn sandbox_cmdline(&self) -> Option<String> {
         processes().into_iter().find(|c| c.starts_with("runsc-sandbox") && c.ends_with(&format!(" {}", self.id)))
@@ -174,6 +188,7 @@ impl Container {
 impl Drop for Container {
     fn drop(&mut self) {
         self.remove();
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(&self.id));
         if !std::thread::panicking() {
             self.assert_no_leftovers();
         }

@@ -19,11 +19,8 @@ fn the_agent_is_pid_1_and_the_workload_its_child() {
 #[test]
 fn keepalive_sandbox_stays_running_for_execs_and_stops_on_sigterm() {
     let c = Container::new("keepalive");
-    let dir = std::env::temp_dir().join(&c.id);
-    let log = dir.join("out.log");
-    let uri = format!("file://{}", log.display());
-    c.start(BUSYBOX, &["--annotation", KEEPALIVE, "--log-uri", &uri], &["echo", "printed and exited"]);
-    assert!(eventually(Duration::from_secs(10), || std::fs::read_to_string(&log).is_ok_and(|s| s.contains("printed and exited"))));
+    c.start(BUSYBOX, &["--annotation", KEEPALIVE, "--log-uri", &c.log_uri()], &["echo", "printed and exited"]);
+    assert!(c.log_contains("printed and exited"));
     let ps = c.exec("ps", &["ps", "-o", "pid,args"], None);
     let others: Vec<&str> = ps.stdout.lines().skip(1).filter(|l| l.split_whitespace().next() != Some("1")).collect();
     assert!(!others.iter().any(|l| l.contains("echo")), "the command has exited: {}", ps.stdout);
@@ -48,7 +45,6 @@ fn keepalive_sandbox_stays_running_for_execs_and_stops_on_sigterm() {
     assert_eq!(c.task(&["kill", &c.id]).code, 0);
     assert!(eventually(Duration::from_secs(5), || c.status().as_deref() == Some("STOPPED")), "stopped promptly");
     assert_eq!(c.wait_exit(), 0);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
