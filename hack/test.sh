@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 . hack/env.sh
 
 hack/install-deps.sh
-# One build for binaries and tests: the test build also produces the shim and agent binaries.
+# The binaries containerd runs, then the tests (a test build alone skips bins without integration tests).
+cargo build --release --workspace --bins
 cargo test --release --workspace --no-run
 hack/containerd.sh restart
 trap 'hack/containerd.sh stop' EXIT
