@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 . hack/env.sh
 
 hack/install-deps.sh
-# The binaries containerd runs, then the tests (a test build alone skips bins without integration tests).
-cargo build --release --workspace --bins
-cargo test --release --workspace --no-run
+# One build of the binaries containerd runs and of every test (a test build alone skips bins
+# without integration tests; two builds would resolve features twice and compile twice).
+cargo build --release --workspace --all-targets
 hack/containerd.sh restart
 trap 'hack/containerd.sh stop' EXIT
 hack/build-images.sh busybox debian

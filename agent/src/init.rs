@@ -1,17 +1,23 @@
 //! PID-1 duties: spawn the workload, reap everything, forward signals, exit like the workload.
 
 use std::{
-    ffi::CString,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use nix::{
     errno::Errno,
     sys::{
-        signal::{kill, sigprocmask, signal, SigHandler, SigSet, SigmaskHow, Signal},
-        wait::{waitpid, WaitPidFlag, WaitStatus},
+        signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal},
+        wait::{waitpid, WaitPidFlag},
     },
-    unistd::{execvp, fork, setpgid, ForkResult, Pid},
+    unistd::Pid,
+};
+
+use crate::{
+    children::Children,
+    docker::{self, Docker, DockerOptions},
+    say,
 };
 
 /// Signals a workload would have received had it been PID 1 itself.
@@ -31,6 +37,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Options {
     pub keepalive: bool,
+    pub docker: Option<DockerOptions>,
     pub command: Vec<String>,
 }
 
@@ -38,9 +45,21 @@ impl Options {
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut opts = Options::default();
         let mut it = args.iter();
-        for a in it.by_ref() {
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
             match a.as_str() {
                 "--keepalive" => opts.keepalive = true,
+                "--docker" => {
+                    opts.docker.get_or_insert_with(DockerOptions::default);
+                }
+                "--docker-arg" => {
+                    let v = value(a)?;
+                    opts.docker.get_or_insert_with(DockerOptions::default).args.push(v);
+                }
+                "--docker-tmpfs-size" => {
+                    let v = value(a)?;
+                    opts.docker.get_or_insert_with(DockerOptions::default).tmpfs_size = Some(v);
+                }
                 "--" => break,
                 other => return Err(format!("unknown option {other:?}")),
             }
@@ -50,15 +69,6 @@ impl Options {
             return Err("nothing to run: give a command or --keepalive".into());
         }
         Ok(opts)
-    }
-}
-
-/// The shell's convention, which is also what runsc reports for a sandbox whose init died.
-pub fn exit_code(status: WaitStatus) -> Option<i32> {
-    match status {
-        WaitStatus::Exited(_, code) => Some(code),
-        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
-        _ => None,
     }
 }
 
@@ -79,95 +89,98 @@ pub fn run(opts: Options) -> i32 {
         unsafe { nix::libc::prctl(nix::libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     // Every signal we care about is taken synchronously with sigwait: no handlers, no races.
+    // Blocked before any thread starts, so every thread inherits the mask.
     let set = handled();
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
-        eprintln!("beta9-sandbox-agent: block signals: {e}");
+        say!("block signals: {e}");
         return 126;
     }
-    let workload = if opts.command.is_empty() { None } else { Some(spawn(&opts.command)) };
-    let workload = match workload {
-        Some(Err(code)) => return code,
-        Some(Ok(pid)) => Some(pid),
-        None => None,
-    };
-    let mut workload_exit: Option<i32> = None;
-    loop {
-        for (pid, code) in reap() {
-            if Some(pid) == workload {
-                workload_exit = Some(code);
-            }
+    let children = match Children::new() {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            say!("{e}");
+            return 126;
         }
-        if let (Some(code), false) = (workload_exit, opts.keepalive) {
+    };
+    // With Docker the supervisor starts the workload once the daemon answers.
+    let docker = match opts.docker {
+        Some(d) => match Docker::start(d, children.clone(), opts.command.clone()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                say!("cannot start the Docker supervisor: {e}");
+                return 126;
+            }
+        },
+        None => {
+            if !opts.command.is_empty() {
+                if let Err(e) = children.spawn_workload(&opts.command) {
+                    say!("cannot start {}: {e}", opts.command[0]);
+                    return 126;
+                }
+            }
+            None
+        }
+    };
+    loop {
+        children.reap();
+        if let (Some(code), false) = (children.workload_exit(), opts.keepalive) {
+            if let Some(d) = &docker {
+                stop_docker(d, &children);
+                stop_everything(&children);
+            }
             return code;
         }
         let sig = match set.wait() {
             Ok(s) => s,
             Err(_) => continue,
         };
+        let workload = children.workload().filter(|_| children.workload_exit().is_none());
         match sig {
             Signal::SIGCHLD => {}
-            Signal::SIGTERM | Signal::SIGINT if opts.keepalive => {
-                stop_everything();
-                return 0;
+            Signal::SIGTERM | Signal::SIGINT if opts.keepalive || (docker.is_some() && workload.is_none()) => {
+                if let Some(d) = &docker {
+                    stop_docker(d, &children);
+                }
+                stop_everything(&children);
+                return if opts.keepalive { 0 } else { 128 + sig as i32 };
             }
             s => {
-                if let (Some(pid), None) = (workload, workload_exit) {
+                if let Some(pid) = workload {
                     // The workload leads its own group: its children get the signal too.
-                    let _ = kill(Pid::from_raw(-pid.as_raw()), s);
+                    let _ = kill(Pid::from_raw(-pid), s);
                 }
             }
         }
     }
 }
 
-/// Forks and execs the workload in its own process group, with a clean signal state.
-fn spawn(command: &[String]) -> Result<Pid, i32> {
-    let argv: Vec<CString> = match command.iter().map(|a| CString::new(a.as_bytes())).collect() {
-        Ok(v) => v,
-        Err(_) => {
-            eprintln!("beta9-sandbox-agent: argument with a NUL byte");
-            return Err(126);
-        }
-    };
-    // SAFETY: the agent is single-threaded, so the child may do anything before exec.
-    match unsafe { fork() } {
-        Ok(ForkResult::Parent { child }) => {
-            // Also set here, so a signal forwarded right after fork reaches the group.
-            let _ = setpgid(child, child);
-            Ok(child)
-        }
-        Ok(ForkResult::Child) => {
-            let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
-            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-            // Rust ignores SIGPIPE at startup, and an ignored disposition survives exec.
-            // SAFETY: resetting a disposition to its default.
-            let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
-            let err = execvp(&argv[0], &argv).unwrap_err();
-            eprintln!("beta9-sandbox-agent: exec {}: {err}", command[0]);
-            // SAFETY: leaving the forked child without running the parent's destructors.
-            unsafe { nix::libc::_exit(if err == Errno::ENOENT { 127 } else { 126 }) }
-        }
-        Err(e) => {
-            eprintln!("beta9-sandbox-agent: fork: {e}");
-            Err(126)
+/// Gives dockerd its grace to stop its containers, reaping meanwhile.
+fn stop_docker(d: &Docker, children: &Children) {
+    if let Some(pid) = d.stop(children) {
+        if reap_until(children, Instant::now() + docker::STOP_GRACE, || children.exit_of(pid).is_some()) {
+            say!("dockerd (pid {pid}) stopped with status {}", children.exit_of(pid).unwrap_or(-1));
+        } else {
+            say!("dockerd (pid {pid}) did not stop within {:?}; killing what is left", docker::STOP_GRACE);
         }
     }
 }
 
-/// Reaps every exited child, returning their pids and exit codes.
-fn reap() -> Vec<(Pid, i32)> {
-    let mut out = Vec::new();
+/// Reaps until `done` or the deadline, woken by each SIGCHLD; returns whether `done` held.
+fn reap_until(children: &Children, deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return out,
-            Ok(status) => {
-                if let (Some(pid), Some(code)) = (status.pid(), exit_code(status)) {
-                    out.push((pid, code));
-                }
-            }
-            Err(Errno::EINTR) => continue,
-            Err(_) => return out,
+        children.reap();
+        if done() {
+            return true;
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let ts = nix::libc::timespec { tv_sec: left.as_secs() as _, tv_nsec: left.subsec_nanos() as _ };
+        // SAFETY: waits for a blocked SIGCHLD with a timeout; no memory is shared.
+        unsafe { nix::libc::sigtimedwait(chld.as_ref(), std::ptr::null_mut(), &ts) };
     }
 }
 
@@ -200,23 +213,13 @@ fn descendants(pid: u32) -> Vec<u32> {
 }
 
 /// SIGTERM to every process, a bounded grace that ends as soon as all are reaped, then SIGKILL.
-fn stop_everything() {
+fn stop_everything(children: &Children) {
     signal_all(Signal::SIGTERM);
-    let deadline = Instant::now() + STOP_GRACE;
-    let mut chld = SigSet::empty();
-    chld.add(Signal::SIGCHLD);
-    while Instant::now() < deadline {
-        reap();
-        if waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) == Err(Errno::ECHILD) {
-            return;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ts = nix::libc::timespec { tv_sec: left.as_secs() as _, tv_nsec: left.subsec_nanos() as _ };
-        // SAFETY: waits for a blocked SIGCHLD with a timeout; no memory is shared.
-        unsafe { nix::libc::sigtimedwait(chld.as_ref(), std::ptr::null_mut(), &ts) };
+    let no_children = || waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) == Err(Errno::ECHILD);
+    if !reap_until(children, Instant::now() + STOP_GRACE, no_children) {
+        signal_all(Signal::SIGKILL);
+        children.reap();
     }
-    signal_all(Signal::SIGKILL);
-    reap();
 }
 
 #[cfg(test)]
@@ -240,7 +243,17 @@ mod tests {
     }
 
     #[test]
+    fn parses_docker_options() {
+        let o = Options::parse(&args(&["--keepalive", "--docker", "--docker-arg", "--debug", "--docker-tmpfs-size", "2g", "--"])).unwrap();
+        assert_eq!(o.docker, Some(DockerOptions { args: args(&["--debug"]), tmpfs_size: Some("2g".into()) }));
+        assert_eq!(Options::parse(&args(&["--keepalive", "--"])).unwrap().docker, None);
+        assert!(Options::parse(&args(&["--docker-arg"])).is_err(), "a value is needed");
+    }
+
+    #[test]
     fn exit_codes_follow_the_shell() {
+        use nix::sys::wait::WaitStatus;
+        use crate::children::exit_code;
         let p = Pid::from_raw(2);
         assert_eq!(exit_code(WaitStatus::Exited(p, 5)), Some(5));
         assert_eq!(exit_code(WaitStatus::Signaled(p, Signal::SIGTERM, false)), Some(143));

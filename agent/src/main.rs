@@ -3,21 +3,43 @@
 //! It runs the workload as its child in a process group of its own, owns every wait in the
 //! sandbox (so orphans never linger as zombies and the workload's status is never stolen),
 //! forwards signals to the workload, and exits exactly as the workload did, or, with
-//! `--keepalive`, stays up so commands can be exec'd into the sandbox later.
+//! `--keepalive`, stays up so commands can be exec'd into the sandbox later. With `--docker`
+//! it also runs and supervises a Docker daemon (see docker.rs).
 //!
-//! Usage: beta9-sandbox-agent [--keepalive] -- [COMMAND [ARG...]]
+//! Usage: beta9-sandbox-agent [--keepalive] [--docker] [--docker-arg ARG]... [--docker-tmpfs-size SIZE] -- [COMMAND [ARG...]]
+//!        beta9-sandbox-agent status [--wait SECONDS]
 
+mod children;
+mod docker;
 mod init;
+mod netlink;
+mod status;
 
 use std::process::ExitCode;
 
+/// Writes one line to stderr, ignoring failures: `eprintln!` panics when stderr is a closed
+/// pipe, and a panicking PID 1 would take the sandbox down with it.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "beta9-sandbox-agent: {}", format_args!($($arg)*));
+    }};
+}
+
+const USAGE: &str = "usage: beta9-sandbox-agent [--keepalive] [--docker] [--docker-arg ARG]... \
+[--docker-tmpfs-size SIZE] -- [COMMAND [ARG...]]\n       beta9-sandbox-agent status [--wait SECONDS]";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("status") {
+        return ExitCode::from(status::client(&args[1..]) as u8);
+    }
     match init::Options::parse(&args) {
         Ok(opts) => ExitCode::from(init::run(opts) as u8),
         Err(e) => {
-            eprintln!("beta9-sandbox-agent: {e}");
-            eprintln!("usage: beta9-sandbox-agent [--keepalive] -- [COMMAND [ARG...]]");
+            say!("{e}");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{USAGE}\n").as_bytes());
             ExitCode::from(2)
         }
     }

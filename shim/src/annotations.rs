@@ -1,28 +1,44 @@
 //! The `io.beta9.sandbox.*` annotations: parsed and validated in one place into a typed value.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use crate::error::{Error, Result};
 
 pub const PREFIX: &str = "io.beta9.sandbox.";
 pub const AGENT: &str = "io.beta9.sandbox.agent";
 pub const KEEPALIVE: &str = "io.beta9.sandbox.keepalive";
+pub const DOCKER: &str = "io.beta9.sandbox.docker";
+pub const DOCKER_WAIT: &str = "io.beta9.sandbox.docker.wait";
+pub const DOCKER_ARGS: &str = "io.beta9.sandbox.docker.args";
 
 /// Every key this shim understands; anything else under the prefix is refused.
-pub const KNOWN: [&str; 2] = [AGENT, KEEPALIVE];
+pub const KNOWN: [&str; 5] = [AGENT, KEEPALIVE, DOCKER, DOCKER_WAIT, DOCKER_ARGS];
+
+/// How long Start waits for dockerd to answer unless `docker.wait` says otherwise.
+pub const DEFAULT_DOCKER_WAIT: Duration = Duration::from_secs(60);
 
 /// What a container asked for through annotations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SandboxAnnotations {
     /// Inject the agent as PID 1 (default true).
     pub agent: bool,
-    /// Keep the sandbox up after its command ends (default false).
+    /// Keep the sandbox up after its command ends (default false; true with Docker).
     pub keepalive: bool,
+    /// Run a supervised dockerd in the sandbox (default off).
+    pub docker: Option<DockerAnnotations>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerAnnotations {
+    /// How long Start waits for dockerd to answer; zero means it does not wait.
+    pub wait: Duration,
+    /// Extra dockerd arguments.
+    pub args: Vec<String>,
 }
 
 impl Default for SandboxAnnotations {
     fn default() -> Self {
-        SandboxAnnotations { agent: true, keepalive: false }
+        SandboxAnnotations { agent: true, keepalive: false, docker: None }
     }
 }
 
@@ -36,17 +52,25 @@ impl SandboxAnnotations {
                 KNOWN.join(", ")
             )));
         }
+        let get = |key: &str| annotations.get(key).map(String::as_str);
         let mut a = SandboxAnnotations::default();
-        if let Some(v) = annotations.get(AGENT) {
+        if let Some(v) = get(AGENT) {
             a.agent = boolean(AGENT, v)?;
         }
-        if let Some(v) = annotations.get(KEEPALIVE) {
-            a.keepalive = boolean(KEEPALIVE, v)?;
+        let docker = get(DOCKER).map(|v| boolean(DOCKER, v)).transpose()?.unwrap_or(false);
+        if docker {
+            let wait = get(DOCKER_WAIT).map(|v| duration(DOCKER_WAIT, v)).transpose()?.unwrap_or(DEFAULT_DOCKER_WAIT);
+            let args = get(DOCKER_ARGS).map(|v| words(DOCKER_ARGS, v)).transpose()?.unwrap_or_default();
+            a.docker = Some(DockerAnnotations { wait, args });
+        } else if let Some(key) = [DOCKER_WAIT, DOCKER_ARGS].into_iter().find(|k| annotations.contains_key(*k)) {
+            return Err(Error::InvalidArgument(format!("annotation {key} needs {DOCKER}=true")));
         }
-        if a.keepalive && !a.agent {
-            return Err(Error::InvalidArgument(format!(
-                "{KEEPALIVE}=true needs the agent, but {AGENT}=false turns it off"
-            )));
+        // A Docker sandbox is a place to run docker commands in, not a command of its own.
+        a.keepalive = get(KEEPALIVE).map(|v| boolean(KEEPALIVE, v)).transpose()?.unwrap_or(docker);
+        for (on, key) in [(a.keepalive, KEEPALIVE), (docker, DOCKER)] {
+            if on && !a.agent {
+                return Err(Error::InvalidArgument(format!("{key}=true needs the agent, but {AGENT}=false turns it off")));
+            }
         }
         Ok(a)
     }
@@ -62,6 +86,24 @@ fn boolean(key: &str, value: &str) -> Result<bool> {
     }
 }
 
+/// A Go-style duration (`60s`, `1m30s`, `500ms`, `0s`).
+fn duration(key: &str, value: &str) -> Result<Duration> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "annotation {key}={value:?} is not valid ({e}); accepted values: a duration such as 60s, 1m30s, 500ms, or 0s for no wait"
+        ))
+    })
+}
+
+/// Arguments split like a shell would, quotes included.
+fn words(key: &str, value: &str) -> Result<Vec<String>> {
+    shell_words::split(value).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "annotation {key}={value:?} is not valid ({e}); accepted values: dockerd arguments separated by spaces, quoted like in a shell"
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,7 +114,7 @@ mod tests {
 
     #[test]
     fn defaults_inject_the_agent_without_keepalive() {
-        assert_eq!(parse(&[("other.key", "x")]).unwrap(), SandboxAnnotations { agent: true, keepalive: false });
+        assert_eq!(parse(&[("other.key", "x")]).unwrap(), SandboxAnnotations { agent: true, keepalive: false, docker: None });
     }
 
     #[test]
@@ -98,5 +140,33 @@ mod tests {
     #[test]
     fn keepalive_without_the_agent_is_refused() {
         assert!(parse(&[(AGENT, "false"), (KEEPALIVE, "true")]).is_err());
+    }
+
+    #[test]
+    fn docker_turns_keepalive_on_and_takes_its_wait_and_args() {
+        let a = parse(&[(DOCKER, "true")]).unwrap();
+        assert!(a.keepalive);
+        assert_eq!(a.docker, Some(DockerAnnotations { wait: DEFAULT_DOCKER_WAIT, args: vec![] }));
+        let a = parse(&[(DOCKER, "true"), (KEEPALIVE, "false"), (DOCKER_WAIT, "1m30s"), (DOCKER_ARGS, "--debug --label 'a b'")]).unwrap();
+        assert!(!a.keepalive);
+        let d = a.docker.unwrap();
+        assert_eq!(d.wait, Duration::from_secs(90));
+        assert_eq!(d.args, vec!["--debug", "--label", "a b"]);
+        assert_eq!(parse(&[(DOCKER, "true"), (DOCKER_WAIT, "0s")]).unwrap().docker.unwrap().wait, Duration::ZERO);
+        assert_eq!(parse(&[(DOCKER, "true"), (DOCKER_WAIT, "500ms")]).unwrap().docker.unwrap().wait, Duration::from_millis(500));
+        assert_eq!(parse(&[(DOCKER, "false")]).unwrap().docker, None);
+    }
+
+    #[test]
+    fn docker_values_are_checked() {
+        let e = parse(&[(DOCKER, "true"), (DOCKER_WAIT, "soon")]).unwrap_err().to_string();
+        assert!(e.contains(DOCKER_WAIT) && e.contains("60s"), "{e}");
+        let e = parse(&[(DOCKER, "true"), (DOCKER_ARGS, "--label 'open")]).unwrap_err().to_string();
+        assert!(e.contains(DOCKER_ARGS), "{e}");
+        let e = parse(&[(DOCKER_WAIT, "5s")]).unwrap_err().to_string();
+        assert!(e.contains(DOCKER_WAIT) && e.contains("docker=true"), "{e}");
+        let e = parse(&[(DOCKER, "true"), (AGENT, "false")]).unwrap_err().to_string();
+        assert!(e.contains(DOCKER) && e.contains(AGENT), "{e}");
+        assert!(parse(&[(DOCKER, "1")]).unwrap_err().to_string().contains("true, false"));
     }
 }

@@ -3,6 +3,7 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use log::{info, warn};
@@ -59,6 +60,8 @@ pub struct Container {
     pub execs: HashMap<String, Exec>,
     /// The sandbox's exit, taken by whoever watches it once the task started.
     pub init_exit: Option<oneshot::Receiver<i32>>,
+    /// How long Start waits for the sandbox's dockerd to answer, when it waits at all.
+    pub docker_wait: Option<Duration>,
     exec_seq: u64,
 }
 
@@ -83,15 +86,27 @@ impl Container {
             )));
         }
         let root = spec::runsc_root(&ctx.runsc_root_base, &ctx.containerd_address, &ctx.namespace, &cfg.id);
-        let flags = RunscFlags::new(root.clone(), cfg.bundle.join(RUNSC_LOG), spec::network_for(&spec));
+        let mut flags = RunscFlags::new(root.clone(), cfg.bundle.join(RUNSC_LOG), spec::network_for(&spec));
+        if annotations.docker.is_some() {
+            flags.net_raw = true;
+            flags.allow_packet_socket_write = runsc::known_flags(&ctx.runsc_binary).await.contains("allow-packet-socket-write");
+        }
         let runsc = Runsc::new(ctx.runsc_binary.clone(), flags);
         let rootfs = cfg.bundle.join(spec.root().as_ref().map(|r| r.path().clone()).unwrap_or(ROOTFS.into()));
 
         let result = async {
             mount_rootfs(&cfg.rootfs, &cfg.bundle.join(ROOTFS))?;
             spec::check_process_binary(&spec, &rootfs)?;
+            if annotations.docker.is_some() {
+                spec::check_image_has(&spec, &rootfs, "dockerd", crate::annotations::DOCKER)?;
+                spec::add_capabilities(&mut spec, &spec::DOCKER_CAPABILITIES)?;
+            }
             if annotations.agent {
-                spec::inject_agent(&mut spec, &ctx.agent_binary, annotations.keepalive)?;
+                let agent_args = spec::AgentArgs {
+                    keepalive: annotations.keepalive,
+                    docker: annotations.docker.as_ref().map(|d| d.args.clone()),
+                };
+                spec::inject_agent(&mut spec, &ctx.agent_binary, &agent_args)?;
                 spec::save(&spec, &cfg.bundle)?;
             }
             std::fs::write(cfg.bundle.join(RUNSC_ROOT_RECORD), root.as_os_str().as_encoded_bytes())
@@ -119,6 +134,7 @@ impl Container {
                     init,
                     execs: HashMap::new(),
                     init_exit: Some(exit),
+                    docker_wait: annotations.docker.map(|d| d.wait).filter(|w| !w.is_zero()),
                     exec_seq: 0,
                 })
             }
@@ -134,6 +150,20 @@ impl Container {
         self.runsc.start(&self.id).await?;
         self.init.status = Status::Running;
         Ok(self.init.pid)
+    }
+
+    /// Waits until the agent reports the sandbox's dockerd answering, at most `wait`.
+    pub async fn wait_docker_ready(runsc: &Runsc, id: &str, wait: Duration) -> Result<()> {
+        let secs = format!("{:.3}", wait.as_secs_f64());
+        let args = [spec::AGENT_PATH, "status", "--wait", &secs];
+        let query = runsc.exec_output(id, &args);
+        // The agent answers by itself at `wait`; this bound only covers a sandbox that hangs.
+        match tokio::time::timeout(wait + Duration::from_secs(10), query).await {
+            Err(_) => Err(Error::DeadlineExceeded(format!("dockerd did not answer within {wait:?} (the agent did not reply)"))),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((0, _))) => Ok(()),
+            Ok(Ok((_, status))) => Err(Error::FailedPrecondition(not_ready_message(&status, wait))),
+        }
     }
 
     pub fn add_exec(&mut self, exec_id: &str, stdio: StdioPaths, spec: Vec<u8>) -> Result<()> {
@@ -239,6 +269,24 @@ impl Container {
     }
 }
 
+/// One line for the client from the agent's status report: what went wrong and dockerd's own
+/// last words.
+pub fn not_ready_message(status: &str, wait: Duration) -> String {
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let cause = match (field("dockerd:"), field("error:")) {
+        (_, Some(error)) => error.to_string(),
+        (Some("starting"), None) => format!("dockerd did not answer /_ping within {wait:?}"),
+        (Some(phase), None) => format!("dockerd is {phase}"),
+        (None, None) => format!("the agent's status could not be read: {}", status.trim()),
+    };
+    let tail: Vec<&str> = status.lines().skip_while(|l| *l != "last log lines:").skip(1).map(str::trim).collect();
+    let tail = &tail[tail.len().saturating_sub(10)..];
+    if tail.is_empty() {
+        return cause;
+    }
+    format!("{cause}; dockerd's last log lines: {}", tail.join(" | "))
+}
+
 fn not_found(exec_id: &str) -> Error {
     Error::NotFound(format!("process {exec_id} does not exist"))
 }
@@ -294,5 +342,23 @@ fn kill_if_runsc(pid: u32) {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     if cmdline.starts_with(b"runsc") {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_message_carries_the_cause_and_dockerd_words() {
+        let status = "dockerd: failed\npid: -\nrestarts: 0\niptables: off\nlog: /var/log/beta9/dockerd.log\n\
+error: dockerd exited with status 125 before it was ready\nlast log lines:\n  unknown flag: --no-such-flag\n  See 'dockerd --help'.\n";
+        let m = not_ready_message(status, Duration::from_secs(60));
+        assert_eq!(
+            m,
+            "dockerd exited with status 125 before it was ready; dockerd's last log lines: unknown flag: --no-such-flag | See 'dockerd --help'."
+        );
+        let m = not_ready_message("dockerd: starting\npid: 7\n", Duration::from_secs(2));
+        assert_eq!(m, "dockerd did not answer /_ping within 2s");
     }
 }

@@ -16,6 +16,8 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     Unimplemented(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// runsc refused; `message` is runsc's own words.
     #[error("runsc {command} failed: {message}")]
     Runsc { command: String, message: String },
@@ -42,6 +44,7 @@ impl Error {
             Error::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
             Error::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
             Error::Unimplemented(_) => ttrpc::Code::UNIMPLEMENTED,
+            Error::DeadlineExceeded(_) => ttrpc::Code::DEADLINE_EXCEEDED,
             Error::Runsc { .. } | Error::Io { .. } | Error::Other(_) => ttrpc::Code::UNKNOWN,
         }
     }

@@ -1,6 +1,7 @@
 //! Everything runsc sees: its global flags (built in one pure function) and its subcommands.
 
 use std::{
+    collections::HashSet,
     ffi::OsString,
     fs::File,
     io::{Read, Seek, SeekFrom},
@@ -47,7 +48,10 @@ pub struct RunscFlags {
     /// JSON log runsc and its sandbox append to; errors are read back from it.
     pub log: PathBuf,
     pub debug_log_dir: Option<PathBuf>,
+    /// Raw sockets for the sandbox (dockerd's networking needs them).
     pub net_raw: bool,
+    /// Writes on packet sockets (newer dockerd needs them); only for a runsc that knows the flag.
+    pub allow_packet_socket_write: bool,
     pub extra: Vec<String>,
 }
 
@@ -60,6 +64,7 @@ impl RunscFlags {
             log,
             debug_log_dir: None,
             net_raw: false,
+            allow_packet_socket_write: false,
             extra: Vec::new(),
         }
     }
@@ -79,6 +84,9 @@ impl RunscFlags {
         ];
         if self.net_raw {
             args.push("--net-raw".into());
+        }
+        if self.allow_packet_socket_write {
+            args.push("--allow-packet-socket-write".into());
         }
         if let Some(dir) = &self.debug_log_dir {
             args.push("--debug".into());
@@ -170,39 +178,31 @@ impl Runsc {
         serde_json::from_str(text).map_err(|e| Error::Other(format!("runsc ps: {e}: {text}")))
     }
 
-    /// Runs one subcommand to completion and returns its stdout. Output goes to anonymous files,
-    /// never pipes: a gofer runsc spawns inherits them and would hold a pipe open forever.
+    /// Runs a command in the running container and returns its exit code and output, for
+    /// short in-sandbox queries (the agent's status); runsc's own failures are errors.
+    pub async fn exec_output(&self, id: &str, args: &[&str]) -> Result<(i32, String)> {
+        let mut sub: Vec<OsString> = vec!["exec".into(), id.into()];
+        sub.extend(args.iter().map(OsString::from));
+        let log_offset = log_len(&self.flags.log);
+        let (code, stdout, stderr) = self.output("exec", sub, None).await?;
+        if code != 0 && stdout.is_empty() {
+            return Err(self.failure("exec", code, &stderr, log_offset));
+        }
+        Ok((code, stdout))
+    }
+
+    /// Runs one subcommand to completion and returns its stdout; a non-zero exit is an error
+    /// carrying runsc's own words.
     async fn run(&self, what: &str, sub: Vec<OsString>, stdio: Option<ProcessStdio>) -> Result<String> {
-        let log_offset = std::fs::metadata(&self.flags.log).map(|m| m.len()).unwrap_or(0);
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(self.flags.args()).args(&sub);
-        let captured = match stdio {
-            Some(s) => {
-                cmd.stdin(s.stdin).stdout(s.stdout).stderr(s.stderr);
-                None
-            }
-            None => {
-                let (out, err) = (memfd("runsc-stdout")?, memfd("runsc-stderr")?);
-                cmd.stdin(Stdio::null())
-                    .stdout(out.try_clone().map_err(Error::io("dup"))?)
-                    .stderr(err.try_clone().map_err(Error::io("dup"))?);
-                Some((out, err))
-            }
-        };
-        debug!("runsc {:?}", cmd.get_args().collect::<Vec<_>>());
-        let (_pid, exited) = Reaper::get().spawn(&mut cmd).map_err(|e| Error::Runsc {
-            command: what.into(),
-            message: format!("cannot run {}: {e}", self.binary.display()),
-        })?;
-        drop(cmd); // closes our copies of the child's stdio
-        let code = exited.await.unwrap_or(-1);
-        let (stdout, stderr) = match captured {
-            Some((mut out, mut err)) => (read_all(&mut out), read_all(&mut err)),
-            None => (String::new(), String::new()),
-        };
+        let log_offset = log_len(&self.flags.log);
+        let (code, stdout, stderr) = self.output(what, sub, stdio).await?;
         if code == 0 {
             return Ok(stdout);
         }
+        Err(self.failure(what, code, &stderr, log_offset))
+    }
+
+    fn failure(&self, what: &str, code: i32, stderr: &str, log_offset: u64) -> Error {
         let mut message = errors_since(&self.flags.log, log_offset);
         if message.is_empty() {
             message = stderr.trim().to_string();
@@ -210,8 +210,69 @@ impl Runsc {
         if message.is_empty() {
             message = format!("exit status {code}");
         }
-        Err(Error::Runsc { command: what.into(), message })
+        Error::Runsc { command: what.into(), message }
     }
+
+    /// Runs one subcommand to completion. Output goes to anonymous files, never pipes: a gofer
+    /// runsc spawns inherits them and would hold a pipe open forever.
+    async fn output(&self, what: &str, sub: Vec<OsString>, stdio: Option<ProcessStdio>) -> Result<(i32, String, String)> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(self.flags.args()).args(&sub);
+        debug!("runsc {:?}", cmd.get_args().collect::<Vec<_>>());
+        run_captured(&mut cmd, stdio).await.map_err(|e| Error::Runsc {
+            command: what.into(),
+            message: format!("cannot run {}: {e}", self.binary.display()),
+        })
+    }
+}
+
+/// Spawns `cmd` through the reaper and waits for it; output is captured unless `stdio` is given.
+async fn run_captured(cmd: &mut Command, stdio: Option<ProcessStdio>) -> std::io::Result<(i32, String, String)> {
+    let captured = match stdio {
+        Some(s) => {
+            cmd.stdin(s.stdin).stdout(s.stdout).stderr(s.stderr);
+            None
+        }
+        None => {
+            let (out, err) = (memfd("runsc-stdout")?, memfd("runsc-stderr")?);
+            cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(err.try_clone()?);
+            Some((out, err))
+        }
+    };
+    let (_pid, exited) = Reaper::get().spawn(cmd)?;
+    // Our copies of the child's stdio must close now, or a reader of them never sees EOF.
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let code = exited.await.unwrap_or(-1);
+    Ok(match captured {
+        Some((mut out, mut err)) => (code, read_all(&mut out), read_all(&mut err)),
+        None => (code, String::new(), String::new()),
+    })
+}
+
+/// The top-level flags `binary` knows (`runsc flags`), probed once per shim process.
+pub async fn known_flags(binary: &Path) -> &'static HashSet<String> {
+    static FLAGS: tokio::sync::OnceCell<HashSet<String>> = tokio::sync::OnceCell::const_new();
+    FLAGS
+        .get_or_init(|| async {
+            let mut cmd = Command::new(binary);
+            cmd.arg("flags");
+            let out = run_captured(&mut cmd, None).await.map(|(_, out, err)| out + &err).unwrap_or_default();
+            parse_flag_names(&out)
+        })
+        .await
+}
+
+/// Flag names from `runsc flags` output, whose flag lines look like `  -name type`.
+pub fn parse_flag_names(text: &str) -> HashSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("  -"))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn log_len(log: &Path) -> u64 {
+    std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
 }
 
 /// runsc's words for "the sandbox or container is already gone".
@@ -221,12 +282,12 @@ pub fn is_gone(message: &str) -> bool {
         .any(|s| message.contains(s))
 }
 
-fn memfd(name: &str) -> Result<File> {
+fn memfd(name: &str) -> std::io::Result<File> {
     let name = std::ffi::CString::new(name).unwrap();
     // SAFETY: memfd_create returns a new fd we own, or -1.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return Err(Error::io("memfd_create")(std::io::Error::last_os_error()));
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fd is valid and owned by nobody else.
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
@@ -312,12 +373,13 @@ mod tests {
     fn optional_flags() {
         let mut f = flags();
         f.net_raw = true;
+        f.allow_packet_socket_write = true;
         f.network = Network::Host;
         f.debug_log_dir = Some("/tmp/dbg".into());
         f.extra = vec!["--overlay2=none".into()];
         let s = joined(&f);
         assert!(s.contains("--network=host"));
-        assert!(s.contains("--net-raw"));
+        assert!(s.contains("--net-raw --allow-packet-socket-write"));
         assert!(s.contains("--debug --debug-log=/tmp/dbg/"));
         assert!(s.ends_with("--overlay2=none"), "extra flags come last: {s}");
     }
@@ -340,5 +402,13 @@ mod tests {
         assert!(is_gone("sandbox is not running"));
         assert!(is_gone("loading container \"x\": file does not exist"));
         assert!(!is_gone("permission denied"));
+    }
+
+    #[test]
+    fn flag_names_are_read_from_runsc_flags() {
+        let text = "  -allow-packet-socket-write\n    \tallow writes\n  -net-raw runsc exec\n    \tenable raw sockets\n  -platform string\n";
+        let names = parse_flag_names(text);
+        assert!(names.contains("allow-packet-socket-write") && names.contains("net-raw") && names.contains("platform"));
+        assert!(!names.contains("allow"), "{names:?}");
     }
 }

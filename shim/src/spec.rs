@@ -7,7 +7,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use oci_spec::runtime::{LinuxNamespaceType, MountBuilder, Spec};
+use oci_spec::runtime::{Capabilities, Capability, LinuxNamespaceType, MountBuilder, Spec};
 
 use crate::{
     error::{Error, Result},
@@ -32,9 +32,56 @@ pub fn network_for(spec: &Spec) -> Network {
 /// Where the agent binary appears inside every sandbox.
 pub const AGENT_PATH: &str = "/.beta9/agent";
 
+/// What the agent is told to do, besides running the original command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentArgs {
+    pub keepalive: bool,
+    /// Run dockerd with these extra arguments.
+    pub docker: Option<Vec<String>>,
+}
+
+/// The capabilities dockerd needs inside gVisor (gVisor's docker-in-gVisor guide).
+pub const DOCKER_CAPABILITIES: [Capability; 17] = [
+    Capability::AuditWrite,
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Mknod,
+    Capability::NetBindService,
+    Capability::NetAdmin,
+    Capability::NetRaw,
+    Capability::Setfcap,
+    Capability::Setgid,
+    Capability::Setpcap,
+    Capability::Setuid,
+    Capability::SysAdmin,
+    Capability::SysChroot,
+    Capability::SysPtrace,
+];
+
+/// Adds `caps` to every capability set of the container's process.
+pub fn add_capabilities(spec: &mut Spec, caps: &[Capability]) -> Result<()> {
+    let process = spec.process_mut().as_mut().ok_or_else(|| Error::InvalidArgument("the spec has no process".into()))?;
+    let mut sets = process.capabilities().clone().unwrap_or_default();
+    let add = |set: &Option<Capabilities>| -> Option<Capabilities> {
+        let mut set = set.clone().unwrap_or_default();
+        set.extend(caps.iter().copied());
+        Some(set)
+    };
+    sets.set_bounding(add(sets.bounding()));
+    sets.set_effective(add(sets.effective()));
+    sets.set_inheritable(add(sets.inheritable()));
+    sets.set_permitted(add(sets.permitted()));
+    sets.set_ambient(add(sets.ambient()));
+    process.set_capabilities(Some(sets));
+    Ok(())
+}
+
 /// Makes the agent the container's PID 1: a read-only bind mount of the host binary, and the
 /// process args rewritten to run the agent with the original command after `--`.
-pub fn inject_agent(spec: &mut Spec, agent: &Path, keepalive: bool) -> Result<()> {
+pub fn inject_agent(spec: &mut Spec, agent: &Path, agent_args: &AgentArgs) -> Result<()> {
     let mount = MountBuilder::default()
         .destination(AGENT_PATH)
         .typ("bind")
@@ -45,8 +92,14 @@ pub fn inject_agent(spec: &mut Spec, agent: &Path, keepalive: bool) -> Result<()
     spec.mounts_mut().get_or_insert_with(Vec::new).push(mount);
     let process = spec.process_mut().as_mut().ok_or_else(|| Error::InvalidArgument("the spec has no process".into()))?;
     let mut args = vec![AGENT_PATH.to_string()];
-    if keepalive {
+    if agent_args.keepalive {
         args.push("--keepalive".into());
+    }
+    if let Some(docker_args) = &agent_args.docker {
+        args.push("--docker".into());
+        for a in docker_args {
+            args.extend(["--docker-arg".to_string(), a.clone()]);
+        }
     }
     args.push("--".into());
     args.extend(process.args().clone().unwrap_or_default());
@@ -72,6 +125,27 @@ pub fn load(bundle: &Path) -> Result<Spec> {
         .map_err(|e| Error::InvalidArgument(format!("reading {}/config.json: {e}", bundle.display())))
 }
 
+/// Checks that a program a feature needs is in the image, on the process's PATH.
+pub fn check_image_has(spec: &Spec, rootfs: &Path, program: &str, feature: &str) -> Result<()> {
+    let path_env = process_path(spec);
+    let cwd = spec.process().as_ref().map(|p| p.cwd().clone()).unwrap_or_else(|| "/".into());
+    if find_executable(rootfs, program, &path_env, &cwd).is_some() {
+        return Ok(());
+    }
+    Err(Error::NotFound(format!(
+        "{program} was not found in the image (PATH={path_env}); {feature}=true needs an image with Docker installed"
+    )))
+}
+
+fn process_path(spec: &Spec) -> String {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.env().as_ref())
+        .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .to_string()
+}
+
 /// Checks that the process binary exists in the image. runsc only finds out at start, and
 /// clients expect a missing binary to fail create.
 pub fn check_process_binary(spec: &Spec, rootfs: &Path) -> Result<()> {
@@ -81,13 +155,9 @@ pub fn check_process_binary(spec: &Spec, rootfs: &Path) -> Result<()> {
     let Some(arg0) = process.args().as_ref().and_then(|a| a.first()) else {
         return Ok(()); // nothing to run: only valid for a keepalive sandbox, checked by the caller
     };
-    let path_env = process
-        .env()
-        .as_ref()
-        .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let path_env = process_path(spec);
     let cwd = process.cwd();
-    if find_executable(rootfs, arg0, path_env, cwd).is_some() {
+    if find_executable(rootfs, arg0, &path_env, cwd).is_some() {
         return Ok(());
     }
     Err(Error::NotFound(format!(
@@ -212,7 +282,7 @@ mod tests {
             .process(ProcessBuilder::default().args(vec!["sh".to_string(), "-c".to_string(), "exit 7".to_string()]).build().unwrap())
             .build()
             .unwrap();
-        inject_agent(&mut spec, Path::new("/opt/beta9/agent"), true).unwrap();
+        inject_agent(&mut spec, Path::new("/opt/beta9/agent"), &AgentArgs { keepalive: true, docker: None }).unwrap();
         let args = spec.process().as_ref().unwrap().args().clone().unwrap();
         assert_eq!(args, ["/.beta9/agent", "--keepalive", "--", "sh", "-c", "exit 7"]);
         let m = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new(AGENT_PATH)).unwrap();
@@ -223,8 +293,29 @@ mod tests {
             .process(ProcessBuilder::default().args(vec!["true".to_string()]).build().unwrap())
             .build()
             .unwrap();
-        inject_agent(&mut plain, Path::new("/a"), false).unwrap();
+        inject_agent(&mut plain, Path::new("/a"), &AgentArgs::default()).unwrap();
         assert_eq!(plain.process().as_ref().unwrap().args().clone().unwrap(), ["/.beta9/agent", "--", "true"]);
+
+        let mut docker = SpecBuilder::default().process(ProcessBuilder::default().args(Vec::<String>::new()).build().unwrap()).build().unwrap();
+        let agent_args = AgentArgs { keepalive: true, docker: Some(vec!["--debug".into(), "--label=a b".into()]) };
+        inject_agent(&mut docker, Path::new("/a"), &agent_args).unwrap();
+        assert_eq!(
+            docker.process().as_ref().unwrap().args().clone().unwrap(),
+            ["/.beta9/agent", "--keepalive", "--docker", "--docker-arg", "--debug", "--docker-arg", "--label=a b", "--"]
+        );
+    }
+
+    #[test]
+    fn docker_capabilities_reach_every_set() {
+        let mut spec = Spec::default();
+        add_capabilities(&mut spec, &DOCKER_CAPABILITIES).unwrap();
+        let caps = spec.process().as_ref().unwrap().capabilities().clone().unwrap();
+        for set in [caps.bounding(), caps.effective(), caps.inheritable(), caps.permitted(), caps.ambient()] {
+            let set = set.as_ref().unwrap();
+            assert!(DOCKER_CAPABILITIES.iter().all(|c| set.contains(c)), "{set:?}");
+        }
+        // What the spec already had is kept.
+        assert!(caps.bounding().as_ref().unwrap().contains(&Capability::AuditWrite));
     }
 
     #[test]

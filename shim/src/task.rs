@@ -19,7 +19,7 @@ use log::{debug, info, warn};
 use tokio::sync::{oneshot, Mutex};
 
 use crate::{
-    container::{Container, CreateConfig, Mount, SandboxContext},
+    container::{self, Container, CreateConfig, Mount, SandboxContext},
     error::{Error, Result},
     process::{Exit, Status},
     stdio::StdioPaths,
@@ -185,6 +185,19 @@ impl TaskService {
             c.init.started_event_sent = true;
             self.events.send(TaskStart { container_id: req.id.clone(), pid, ..Default::default() }).await;
             self.watch_exit(shared.clone(), String::new(), exit);
+            let docker = c.docker_wait.map(|wait| (c.runsc.clone(), c.bundle.clone(), wait));
+            // Not held while dockerd starts: State and Kill must answer meanwhile.
+            drop(c);
+            if let Some((runsc, bundle, wait)) = docker {
+                if let Err(e) = Container::wait_docker_ready(&runsc, &req.id, wait).await {
+                    warn!("{}: Docker not ready, tearing the sandbox down: {e}", req.id);
+                    let exited = shared.lock().await.init.exited();
+                    container::teardown(&runsc, &req.id, &bundle).await;
+                    // Returns once the exit is recorded, so the client's next Delete finds it stopped.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), exited).await;
+                    return Err(e);
+                }
+            }
             return Ok(api::StartResponse { pid, ..Default::default() });
         }
         let (pid, exit) = c.start_exec(&req.exec_id).await?;

@@ -1,0 +1,264 @@
+//! The Docker daemon's state as the supervisor sees it, and the in-sandbox socket that reports
+//! it: `agent status` for people and probes, `agent status --wait` for the shim's readiness.
+
+use std::{
+    collections::VecDeque,
+    io::{self, BufRead, BufReader, Read, Write},
+    os::linux::net::SocketAddrExt,
+    os::unix::net::{SocketAddr, UnixListener, UnixStream},
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use crate::say;
+
+/// An abstract socket: nothing on the image's filesystem, unreachable from nested containers
+/// (they have network namespaces of their own), reachable by `runsc exec` into the sandbox.
+const SOCKET_NAME: &[u8] = b"beta9-sandbox-agent";
+/// Lines of dockerd's output kept in memory for status and error messages.
+pub const TAIL_LINES: usize = 40;
+/// Of those, the ones `agent status` shows.
+const SHOWN_LINES: usize = 15;
+const TAIL_LINE_MAX: usize = 400;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Starting,
+    Ready,
+    Restarting,
+    Failed,
+    Stopping,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Ready => "ready",
+            Phase::Restarting => "restarting",
+            Phase::Failed => "failed",
+            Phase::Stopping => "stopping",
+        }
+    }
+
+    /// Whether a waiter has its answer: only starting and restarting may still change to ready.
+    fn settled(self) -> bool {
+        !matches!(self, Phase::Starting | Phase::Restarting)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DaemonState {
+    pub phase: Phase,
+    pub pid: Option<i32>,
+    pub restarts: u32,
+    /// The iptables mode chosen and why.
+    pub iptables: String,
+    /// Why the daemon failed or last crashed.
+    pub error: Option<String>,
+    pub tail: VecDeque<String>,
+}
+
+pub struct Status {
+    state: Mutex<DaemonState>,
+    changed: Condvar,
+}
+
+impl Status {
+    pub fn new() -> Status {
+        Status {
+            state: Mutex::new(DaemonState {
+                phase: Phase::Starting,
+                pid: None,
+                restarts: 0,
+                iptables: "not decided yet".into(),
+                error: None,
+                tail: VecDeque::new(),
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DaemonState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self) -> DaemonState {
+        self.lock().clone()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut DaemonState)) {
+        f(&mut self.lock());
+        self.changed.notify_all();
+    }
+
+    pub fn push_line(&self, line: &str) {
+        let mut s = self.lock();
+        if s.tail.len() == TAIL_LINES {
+            s.tail.pop_front();
+        }
+        let mut end = line.len().min(TAIL_LINE_MAX);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.tail.push_back(line[..end].to_string());
+    }
+
+    pub fn tail(&self) -> Vec<String> {
+        self.lock().tail.iter().cloned().collect()
+    }
+
+    /// Waits until the daemon is ready, failed or stopping, at most `limit`.
+    pub fn wait_settled(&self, limit: Duration) -> DaemonState {
+        let deadline = Instant::now() + limit;
+        let mut s = self.lock();
+        while !s.phase.settled() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = self.changed.wait_timeout(s, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        s.clone()
+    }
+}
+
+/// The text `agent status` prints; its first line is `dockerd: <phase>`.
+pub fn render(s: &DaemonState) -> String {
+    let mut out = format!("dockerd: {}\n", s.phase.as_str());
+    out += &format!("pid: {}\n", s.pid.map_or("-".to_string(), |p| p.to_string()));
+    out += &format!("restarts: {}\n", s.restarts);
+    out += &format!("iptables: {}\n", s.iptables);
+    out += &format!("log: {}\n", crate::docker::LOG);
+    if let Some(e) = &s.error {
+        out += &format!("error: {e}\n");
+    }
+    if !s.tail.is_empty() {
+        out += "last log lines:\n";
+        for l in s.tail.iter().skip(s.tail.len().saturating_sub(SHOWN_LINES)) {
+            out += &format!("  {l}\n");
+        }
+    }
+    out
+}
+
+fn address() -> io::Result<SocketAddr> {
+    SocketAddr::from_abstract_name(SOCKET_NAME)
+}
+
+/// Serves status requests on the sandbox's agent socket, each on its own thread.
+pub fn serve(status: Arc<Status>) -> io::Result<()> {
+    let listener = UnixListener::bind_addr(&address()?)?;
+    std::thread::Builder::new().name("status".into()).spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let status = status.clone();
+            let _ = std::thread::Builder::new().name("status-conn".into()).spawn(move || answer(conn, &status));
+        }
+    })?;
+    Ok(())
+}
+
+/// One request line: `status`, or `wait <milliseconds>`.
+fn answer(conn: UnixStream, status: &Status) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    if BufReader::new(&conn).take(128).read_line(&mut line).is_err() {
+        return;
+    }
+    let state = match line.split_whitespace().collect::<Vec<_>>()[..] {
+        ["status"] => status.get(),
+        ["wait", ms] => match ms.parse() {
+            Ok(ms) => status.wait_settled(Duration::from_millis(ms)),
+            Err(_) => return,
+        },
+        _ => return,
+    };
+    let _ = (&conn).write_all(render(&state).as_bytes());
+}
+
+/// `agent status [--wait SECONDS]`: prints the daemon's state; exit 0 only when it is ready.
+pub fn client(args: &[String]) -> i32 {
+    let wait = match args {
+        [] => None,
+        [flag, secs] if flag == "--wait" => match secs.parse::<f64>() {
+            Ok(s) if s >= 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+            _ => return usage(),
+        },
+        _ => return usage(),
+    };
+    let request = match wait {
+        None => "status\n".to_string(),
+        Some(d) => format!("wait {}\n", d.as_millis()),
+    };
+    match ask(&request, wait.unwrap_or_default()) {
+        Ok(reply) => {
+            print!("{reply}");
+            if reply.starts_with("dockerd: ready\n") { 0 } else { 1 }
+        }
+        Err(e) => {
+            say!("status: cannot reach the agent of this sandbox (is io.beta9.sandbox.docker on?): {e}");
+            2
+        }
+    }
+}
+
+fn usage() -> i32 {
+    say!("usage: beta9-sandbox-agent status [--wait SECONDS]");
+    2
+}
+
+/// Sends one request. The agent binds its socket as it starts, so a refused connection is
+/// retried briefly: `runsc start` returns before PID 1 has run that far.
+fn ask(request: &str, wait: Duration) -> io::Result<String> {
+    let addr = address()?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut conn = loop {
+        match UnixStream::connect_addr(&addr) {
+            Ok(c) => break c,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    conn.set_read_timeout(Some(wait + Duration::from_secs(5)))?;
+    conn.write_all(request.as_bytes())?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_starts_with_the_phase_and_ends_with_the_tail() {
+        let status = Status::new();
+        status.update(|s| {
+            s.phase = Phase::Failed;
+            s.error = Some("dockerd exited with 1 before it was ready".into());
+        });
+        for i in 0..TAIL_LINES + 5 {
+            status.push_line(&format!("line {i}"));
+        }
+        let text = render(&status.get());
+        assert!(text.starts_with("dockerd: failed\npid: -\nrestarts: 0\n"), "{text}");
+        assert!(text.contains("error: dockerd exited with 1"));
+        let shown: Vec<&str> = text.lines().skip_while(|l| *l != "last log lines:").skip(1).collect();
+        assert_eq!(shown.len(), SHOWN_LINES);
+        assert_eq!(shown.last().copied(), Some(format!("  line {}", TAIL_LINES + 4).as_str()));
+    }
+
+    #[test]
+    fn waiters_return_when_the_phase_settles_or_time_is_up() {
+        let status = Arc::new(Status::new());
+        let s2 = status.clone();
+        let t = std::thread::spawn(move || s2.wait_settled(Duration::from_secs(30)).phase);
+        status.update(|s| s.phase = Phase::Restarting);
+        status.update(|s| s.phase = Phase::Ready);
+        assert_eq!(t.join().unwrap(), Phase::Ready);
+        status.update(|s| s.phase = Phase::Starting);
+        assert_eq!(status.wait_settled(Duration::from_millis(20)).phase, Phase::Starting);
+    }
+}
