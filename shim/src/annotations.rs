@@ -67,7 +67,7 @@ impl SandboxAnnotations {
         }
         // A Docker sandbox is a place to run docker commands in, not a command of its own.
         a.keepalive = get(KEEPALIVE).map(|v| boolean(KEEPALIVE, v)).transpose()?.unwrap_or(docker);
-        for (on, key) in [(a.keepalive, KEEPALIVE), (docker, DOCKER)] {
+        for (on, key) in [(docker, DOCKER), (a.keepalive, KEEPALIVE)] {
             if on && !a.agent {
                 return Err(Error::InvalidArgument(format!("{key}=true needs the agent, but {AGENT}=false turns it off")));
             }
