@@ -126,3 +126,26 @@ fn which(name: &str) -> std::path::PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{name} is not installed: hack/install-deps.sh installs it"))
 }
+
+#[test]
+fn wait_limit_passing_fails_run_with_dockerds_last_lines() {
+    // A dockerd told to use a containerd that does not exist keeps dialing it, and says so.
+    let c = Container::new("dockertimeout");
+    let mut cmd = ctr();
+    cmd.args(["run", "-d", "--runtime", RUNTIME, "--annotation", DOCKER])
+        .args(["--annotation", "io.beta9.sandbox.docker.wait=2s"])
+        .args(["--annotation", "io.beta9.sandbox.docker.args=--containerd=/run/nothing.sock", DEBIAN, &c.id]);
+    let r = run_cmd(&mut cmd, None);
+    assert_ne!(r.code, 0, "ctr run -d should fail: {}", r.stdout);
+    assert!(r.stderr.contains("did not answer /_ping within 2s"), "{}", r.stderr);
+    assert!(r.stderr.contains("dockerd's last log lines: ") && r.stderr.contains("nothing.sock"), "{}", r.stderr);
+    assert!(c.sandbox_cmdline().is_none(), "the sandbox should be torn down");
+}
+
+#[test]
+fn zero_wait_returns_at_once_and_the_daemon_comes_up_anyway() {
+    let c = docker_sandbox("dockernowait", &["--annotation", "io.beta9.sandbox.docker.wait=0s"]);
+    let s = c.exec("wait", &["/.beta9/agent", "status", "--wait", "60"], None);
+    assert_eq!(s.code, 0, "{}{}", s.stdout, s.stderr);
+    assert!(s.stdout.starts_with("dockerd: ready\n"), "{}", s.stdout);
+}
