@@ -2,7 +2,8 @@
 # Builds the test images locally (no registry is reachable) and imports them into the private
 # containerd. Cached: an image already imported is not built again.
 #   beta9/busybox:latest  busybox-static with its applets
-#   beta9/debian:latest   debootstrap minbase + python3 (+ docker.io, iptables for Docker tests)
+#   beta9/debian:latest   debootstrap minbase + python3 + docker.io, iptables (the Docker image)
+#   $BETA9_CACHE/busybox-rootfs.tar  a busybox rootfs to `docker import` inside a Docker sandbox
 # Usage: hack/build-images.sh [busybox] [debian]
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
@@ -26,15 +27,27 @@ import_rootfs() {
     echo "build-images: imported docker.io/$name:latest"
 }
 
-busybox() {
-    imported docker.io/beta9/busybox:latest && return 0
-    local r; r=$(mktemp -d "$BETA9_CACHE/busybox.XXXXXX")
+busybox_rootfs() {
+    local r=$1
     mkdir -p "$r/bin" "$r/tmp" "$r/etc" "$r/proc" "$r/sys" "$r/dev"
     cp /bin/busybox "$r/bin/busybox"
     for applet in $("$r/bin/busybox" --list); do
         [ -e "$r/bin/$applet" ] || ln -s busybox "$r/bin/$applet"
     done
     echo 'root:x:0:0:root:/root:/bin/sh' >"$r/etc/passwd"
+}
+
+busybox() {
+    # Also a plain rootfs tar, for `docker import` inside a Docker sandbox.
+    if [ ! -s "$BETA9_CACHE/busybox-rootfs.tar" ]; then
+        local t; t=$(mktemp -d "$BETA9_CACHE/busybox-tar.XXXXXX")
+        busybox_rootfs "$t"
+        tar -C "$t" -cf "$BETA9_CACHE/busybox-rootfs.tar.new" . && mv "$BETA9_CACHE/busybox-rootfs.tar.new" "$BETA9_CACHE/busybox-rootfs.tar"
+        rm -rf "$t"
+    fi
+    imported docker.io/beta9/busybox:latest && return 0
+    local r; r=$(mktemp -d "$BETA9_CACHE/busybox.XXXXXX")
+    busybox_rootfs "$r"
     import_rootfs beta9/busybox "$r" /bin/sh
     rm -rf "$r"
 }
