@@ -25,7 +25,7 @@ use nix::{
 };
 
 use crate::{
-    children::{Children, Detach},
+    children::{find_in_path, Children, Detach, DEFAULT_PATH},
     say,
     status::{Phase, Status},
 };
@@ -194,15 +194,15 @@ impl Supervisor {
     fn start_workload(&self, workload: &mut Option<Vec<String>>) {
         if let Some(argv) = workload.take() {
             if let Err(e) = self.children.spawn_workload(&argv) {
-                say!("cannot start {}: {e}", argv[0]);
-                self.children.workload_failed(126);
+                say!("exec {}: {e}", argv[0]);
+                self.children.workload_failed(crate::init::exec_failure_code(&e));
             }
         }
     }
 
     /// Everything dockerd needs from the sandbox; returns its arguments.
     fn prepare(&mut self) -> Result<Vec<String>, String> {
-        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into());
         let dockerd = find_in_path("dockerd", &path)
             .ok_or_else(|| format!("dockerd was not found in the image (PATH={path})"))?;
         if let Some(dir) = Path::new(LOG).parent() {
@@ -468,14 +468,6 @@ fn is_mountpoint(path: &str) -> bool {
     info.lines().any(|l| l.split(' ').nth(4) == Some(path))
 }
 
-pub fn find_in_path(name: &str, path: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-}
-
 /// dockerd's output on disk, bounded: one rotation to `.1` at `LOG_CAP`.
 struct LogFile {
     path: PathBuf,
@@ -552,12 +544,6 @@ mod tests {
         let rotated = std::fs::metadata(dir.join("d.log.1")).unwrap().len();
         assert!(size < LOG_CAP && rotated <= LOG_CAP && size > 0, "{size} {rotated}");
         let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn finds_executables_in_path_order() {
-        assert_eq!(find_in_path("sh", "/nonexistent:/bin:/usr/bin"), Some(PathBuf::from("/bin/sh")));
-        assert_eq!(find_in_path("no-such-binary-here", "/bin:/usr/bin"), None);
     }
 
     fn tempdir() -> PathBuf {

@@ -114,8 +114,8 @@ pub fn run(opts: Options) -> i32 {
         None => {
             if !opts.command.is_empty() {
                 if let Err(e) = children.spawn_workload(&opts.command) {
-                    say!("cannot start {}: {e}", opts.command[0]);
-                    return 126;
+                    say!("exec {}: {e}", opts.command[0]);
+                    return exec_failure_code(&e);
                 }
             }
             None
@@ -152,6 +152,11 @@ pub fn run(opts: Options) -> i32 {
             }
         }
     }
+}
+
+/// What a shell returns when it cannot run a command: 127 when it does not exist, else 126.
+pub fn exec_failure_code(e: &std::io::Error) -> i32 {
+    if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
 }
 
 /// Gives dockerd its grace to stop its containers, reaping meanwhile.

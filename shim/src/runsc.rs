@@ -219,10 +219,13 @@ impl Runsc {
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.flags.args()).args(&sub);
         debug!("runsc {:?}", cmd.get_args().collect::<Vec<_>>());
-        run_captured(&mut cmd, stdio).await.map_err(|e| Error::Runsc {
+        let started = std::time::Instant::now();
+        let out = run_captured(&mut cmd, stdio).await.map_err(|e| Error::Runsc {
             command: what.into(),
             message: format!("cannot run {}: {e}", self.binary.display()),
-        })
+        });
+        log::info!("TIMING runsc {what}: {:?}", started.elapsed());
+        out
     }
 }
 

@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Benchmarks our shim against the peer (containerd-shim-runc-v2 driving the same runsc with the
+same flags) and the floor (a raw `runsc run` of the same bundle), interleaved in one run.
+
+Run through hack/bench.sh, which builds, starts the private containerd and imports the images.
+Prints a table with ratios and writes the numbers as JSON.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ADDRESS = os.environ.get("CONTAINERD_ADDRESS", "/run/beta9-dev/containerd.sock")
+BIN = os.environ.get("BETA9_DEV", "/run/beta9-dev") + "/bin"
+CACHE = os.environ.get("BETA9_CACHE", "/var/cache/beta9")
+BUSYBOX = "docker.io/beta9/busybox:latest"
+DEBIAN = "docker.io/beta9/debian:latest"
+OURS = ["--runtime", "io.beta9.sandbox"]
+PEER = ["--runtime", "io.containerd.runc.v2", "--runc-binary", BIN + "/runsc-as-runc"]
+RUNSC_FLAGS = ["--network=none", "--ignore-cgroups", "--platform=systrap"]
+# The init prints the time, then exits while a thread still sleeps (the case that hung runsc).
+OS_EXIT = "import os,threading,time; threading.Thread(target=time.sleep,args=(300,)).start(); print(time.time(), flush=True); os._exit(5)"
+
+
+def ctr(*args, check=True, timeout=120):
+    p = subprocess.run(["ctr", "--address", ADDRESS, *args], capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"ctr {' '.join(args)}: {p.stderr.strip() or p.stdout.strip()}")
+    return p
+
+
+def timed(fn):
+    t = time.monotonic()
+    out = fn()
+    return time.monotonic() - t, out
+
+
+def remove(cid):
+    ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
+    ctr("task", "rm", "-f", cid, check=False)
+    ctr("containers", "rm", cid, check=False)
+
+
+def pctl(xs, q):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    k = (len(xs) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def shim_pids(ids):
+    """Pids of the shim processes serving these container ids."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not argv or b"containerd-shim" not in argv[0]:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if "-id" in args:
+            cid = args[args.index("-id") + 1]
+            if cid in ids:
+                out[cid] = int(d)
+    return out
+
+
+def mem_available_kb():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Floor:
+    """A busybox bundle for raw `runsc run`."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="beta9-bench-floor-")
+        self.root = os.path.join(self.dir, "runsc-root")
+        os.makedirs(os.path.join(self.dir, "rootfs"))
+        os.makedirs(self.root)
+        subprocess.run(["tar", "-C", os.path.join(self.dir, "rootfs"), "-xf", CACHE + "/busybox-rootfs.tar"], check=True)
+        subprocess.run(["runsc", "spec", "--bundle", self.dir, "--", "echo", "hi"], check=True, capture_output=True)
+        path = os.path.join(self.dir, "config.json")
+        spec = json.load(open(path))
+        spec["process"]["terminal"] = False
+        json.dump(spec, open(path, "w"))
+        self.n = 0
+
+    def run(self):
+        self.n += 1
+        p = subprocess.run(
+            ["runsc", "--root", self.root, *RUNSC_FLAGS, "run", "--bundle", self.dir, f"floor-{self.n}"],
+            capture_output=True, text=True, timeout=60)
+        if p.returncode != 0 or p.stdout.strip() != "hi":
+            raise RuntimeError(f"runsc run: {p.returncode} {p.stderr.strip()}")
+
+    def close(self):
+        subprocess.run(["rm", "-rf", self.dir])
+
+
+def cold_start(rt, cid):
+    p = ctr("run", "--rm", *rt, BUSYBOX, cid, "echo", "hi")
+    if p.stdout.strip() != "hi":
+        raise RuntimeError(f"cold start {cid}: {p.stdout!r} {p.stderr!r}")
+
+
+def exit_detection(rt, cid):
+    """Seconds from the init's os._exit to `ctr run --rm` returning."""
+    p = ctr("run", "--rm", *rt, DEBIAN, cid, "python3", "-c", OS_EXIT, check=False)
+    end = time.time()
+    try:
+        return end - float(p.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise RuntimeError(f"os._exit run {cid}: {p.stdout!r} {p.stderr.strip()}")
+
+
+def docker_ready(cid):
+    """Seconds from `ctr run -d` to its return, and whether docker answered right after."""
+    t, _ = timed(lambda: ctr("run", "-d", *OURS, "--annotation", "io.beta9.sandbox.docker=true", DEBIAN, cid))
+    ok = ctr("task", "exec", "--exec-id", "v", cid, "docker", "version", check=False).returncode == 0
+    remove(cid)
+    return t, ok
+
+
+def density(limit, tag):
+    """Starts busybox sandboxes until `limit` or a failure; counts those RUNNING afterwards."""
+    before = mem_available_kb()
+    ids, failure = [], None
+    for i in range(limit):
+        cid = f"bench-{tag}-dense-{i}"
+        try:
+            ctr("run", "-d", *OURS, BUSYBOX, cid, "sleep", "3600")
+            ids.append(cid)
+        except RuntimeError as e:
+            failure = str(e)
+            remove(cid)
+            break
+    ls = ctr("task", "ls").stdout
+    running = sum(1 for line in ls.splitlines() if line.split()[:1] and line.split()[0] in ids and "RUNNING" in line)
+    used = before - mem_available_kb()
+    for cid in ids:
+        remove(cid)
+    return {"started": len(ids), "running": running, "limit": limit, "failure": failure,
+            "host_kb_per_sandbox": round(used / max(len(ids), 1))}
+
+
+def shim_memory(n, tag):
+    """RSS of one shim, and of n shims, each serving one running sandbox: ours, then the peer."""
+    out = {}
+    for name, rt in (("ours", OURS), ("peer", PEER)):
+        ids = [f"bench-{tag}-mem-{name}-{i}" for i in range(n)]
+        try:
+            for cid in ids:
+                ctr("run", "-d", *rt, BUSYBOX, cid, "sleep", "3600")
+            pids = shim_pids(set(ids))
+            rss = [rss_kb(pids[c]) for c in ids if c in pids]
+            out[name] = {"one_kb": rss[0] if rss else None, "total_kb": sum(rss), "count": len(rss)}
+        finally:
+            for cid in ids:
+                remove(cid)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--shims", type=int, default=20, help="sandboxes for the shim memory total")
+    ap.add_argument("--density", type=int, default=40, help="most sandboxes the density test starts")
+    ap.add_argument("--json", default="target/bench/results.json")
+    args = ap.parse_args()
+    tag = str(os.getpid())
+
+    floor = Floor()
+    samples = {k: [] for k in ("cold_ours", "cold_peer", "cold_floor", "exec_ours", "exec_peer",
+                               "exit_ours", "exit_peer", "docker_ready")}
+    docker_failures = 0
+    running = {"ours": f"bench-{tag}-exec-ours", "peer": f"bench-{tag}-exec-peer"}
+    try:
+        ctr("run", "-d", *OURS, BUSYBOX, running["ours"], "sleep", "3600")
+        ctr("run", "-d", *PEER, BUSYBOX, running["peer"], "sleep", "3600")
+        for r in range(args.rounds):
+            # Interleaved, so drift on the machine hits every contender alike.
+            samples["cold_ours"].append(timed(lambda: cold_start(OURS, f"bench-{tag}-c-ours-{r}"))[0])
+            samples["cold_peer"].append(timed(lambda: cold_start(PEER, f"bench-{tag}-c-peer-{r}"))[0])
+            samples["cold_floor"].append(timed(floor.run)[0])
+            for name in ("ours", "peer"):
+                t, p = timed(lambda: ctr("task", "exec", "--exec-id", f"e{r}", running[name], "true"))
+                samples[f"exec_{name}"].append(t)
+            samples["exit_ours"].append(exit_detection(OURS, f"bench-{tag}-x-ours-{r}"))
+            samples["exit_peer"].append(exit_detection(PEER, f"bench-{tag}-x-peer-{r}"))
+            t, ok = docker_ready(f"bench-{tag}-d-{r}")
+            samples["docker_ready"].append(t)
+            docker_failures += 0 if ok else 1
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        for cid in running.values():
+            remove(cid)
+        floor.close()
+    memory = shim_memory(args.shims, tag)
+    dense = density(args.density, tag)
+
+    ms = lambda x: None if x is None else round(x * 1000, 1)
+    res = {
+        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                    "mem_total_kb": int(open("/proc/meminfo").readline().split()[1]),
+                    "runsc": subprocess.run(["runsc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]},
+        "rounds": args.rounds,
+        "ms": {k: {"p50": ms(pctl(v, 0.5)), "p95": ms(pctl(v, 0.95))} for k, v in samples.items()},
+        "docker_failures_right_after_ready": docker_failures,
+        "shim_rss": memory,
+        "density": dense,
+    }
+    m = res["ms"]
+    ratio = lambda a, b: None if not a or not b else round(a / b, 2)
+    res["ratios"] = {
+        "cold_p50_ours_over_peer": ratio(m["cold_ours"]["p50"], m["cold_peer"]["p50"]),
+        "cold_p50_ours_over_floor": ratio(m["cold_ours"]["p50"], m["cold_floor"]["p50"]),
+        "exec_p50_ours_over_peer": ratio(m["exec_ours"]["p50"], m["exec_peer"]["p50"]),
+        "exit_p50_ours_over_peer": ratio(m["exit_ours"]["p50"], m["exit_peer"]["p50"]),
+        "shim_rss_ours_over_peer": ratio(memory["ours"]["one_kb"], memory["peer"]["one_kb"]),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    json.dump(res, open(args.json, "w"), indent=2)
+
+    r = res["ratios"]
+    rows = [
+        ("cold start `ctr run --rm` echo, p50", m["cold_ours"]["p50"], m["cold_peer"]["p50"], m["cold_floor"]["p50"], "ms", r["cold_p50_ours_over_peer"]),
+        ("cold start, p95", m["cold_ours"]["p95"], m["cold_peer"]["p95"], m["cold_floor"]["p95"], "ms", ratio(m["cold_ours"]["p95"], m["cold_peer"]["p95"])),
+        ("exec `true` into a running sandbox, p50", m["exec_ours"]["p50"], m["exec_peer"]["p50"], None, "ms", r["exec_p50_ours_over_peer"]),
+        ("exit detection after os._exit, p50", m["exit_ours"]["p50"], m["exit_peer"]["p50"], None, "ms", r["exit_p50_ours_over_peer"]),
+        ("shim RSS, one sandbox", memory["ours"]["one_kb"], memory["peer"]["one_kb"], None, "KiB", r["shim_rss_ours_over_peer"]),
+        (f"shim RSS, {args.shims} sandboxes", memory["ours"]["total_kb"], memory["peer"]["total_kb"], None, "KiB", ratio(memory["ours"]["total_kb"], memory["peer"]["total_kb"])),
+        ("Docker ready: `ctr run -d` docker=true, p50", m["docker_ready"]["p50"], None, None, "ms", None),
+        ("Docker ready, p95", m["docker_ready"]["p95"], None, None, "ms", None),
+    ]
+    fmt = lambda v: "-" if v is None else f"{v:g}"
+    print("| measure | ours | peer (runc-v2 + runsc) | floor (runsc run) | unit | ours / peer |")
+    print("|---|---|---|---|---|---|")
+    for name, a, b, c, unit, q in rows:
+        print(f"| {name} | {fmt(a)} | {fmt(b)} | {fmt(c)} | {unit} | {fmt(q)} |")
+    print(f"\ncold start ours / floor: {fmt(r['cold_p50_ours_over_floor'])}; "
+          f"docker answered right after every ready return: {docker_failures == 0}; "
+          f"density: {dense['running']} of {dense['started']} started sandboxes RUNNING (limit {dense['limit']}), "
+          f"{dense['host_kb_per_sandbox']} KiB host memory each"
+          + (f"; stopped by: {dense['failure']}" if dense["failure"] else ""))
+    print(f"machine: {res['machine']}; rounds: {args.rounds}; JSON: {args.json}")
+    return 0 if docker_failures == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Benchmarks against the peer in one interleaved run (see hack/bench.py for what is measured).
+# Usage: hack/bench.sh [--rounds N] [--shims N] [--density N] [--json FILE]
+# CI runs `hack/bench.sh --rounds 1 --shims 2 --density 2` only to check that the command works.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. hack/env.sh
+
+hack/install-deps.sh >/dev/null
+cargo build --release --workspace --bins
+hack/containerd.sh start
+hack/build-images.sh busybox debian
+CONTAINERD_ADDRESS=$CONTAINERD_ADDRESS BETA9_DEV=$BETA9_DEV BETA9_CACHE=$BETA9_CACHE exec python3 hack/bench.py "$@"
