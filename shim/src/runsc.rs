@@ -224,7 +224,7 @@ impl Runsc {
             command: what.into(),
             message: format!("cannot run {}: {e}", self.binary.display()),
         });
-        log::info!("TIMING runsc {what}: {:?}", started.elapsed());
+        debug!("runsc {what} took {:?}", started.elapsed());
         out
     }
 }

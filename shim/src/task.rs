@@ -54,10 +54,6 @@ impl Events {
     }
 }
 
-struct Guard<F: FnMut()>(F);
-impl<F: FnMut()> Drop for Guard<F> { fn drop(&mut self) { (self.0)() } }
-fn scopeguard<F: FnMut()>(f: F) -> Guard<F> { Guard(f) }
-
 fn timestamp(t: SystemTime) -> MessageField<Timestamp> {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     MessageField::some(Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() })
@@ -257,8 +253,6 @@ impl TaskService {
     }
 
     pub async fn task_delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
-        let t0 = std::time::Instant::now();
-        let _g = scopeguard(move || log::info!("TIMING delete total {:?}", t0.elapsed()));
         let shared = self.get(&req.id).await?;
         let mut c = shared.lock().await;
         if !req.exec_id.is_empty() {
