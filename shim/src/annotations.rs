@@ -2,7 +2,10 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use crate::error::{Error, Result};
+use crate::{
+    config::Config,
+    error::{Error, Result},
+};
 
 pub const PREFIX: &str = "io.beta9.sandbox.";
 pub const AGENT: &str = "io.beta9.sandbox.agent";
@@ -10,12 +13,10 @@ pub const KEEPALIVE: &str = "io.beta9.sandbox.keepalive";
 pub const DOCKER: &str = "io.beta9.sandbox.docker";
 pub const DOCKER_WAIT: &str = "io.beta9.sandbox.docker.wait";
 pub const DOCKER_ARGS: &str = "io.beta9.sandbox.docker.args";
+pub const GPU: &str = "io.beta9.sandbox.gpu";
 
 /// Every key this shim understands; anything else under the prefix is refused.
-pub const KNOWN: [&str; 5] = [AGENT, KEEPALIVE, DOCKER, DOCKER_WAIT, DOCKER_ARGS];
-
-/// How long Start waits for dockerd to answer unless `docker.wait` says otherwise.
-pub const DEFAULT_DOCKER_WAIT: Duration = Duration::from_secs(60);
+pub const KNOWN: [&str; 6] = [AGENT, KEEPALIVE, DOCKER, DOCKER_WAIT, DOCKER_ARGS, GPU];
 
 /// What a container asked for through annotations.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct SandboxAnnotations {
     pub keepalive: bool,
     /// Run a supervised dockerd in the sandbox (default off).
     pub docker: Option<DockerAnnotations>,
+    /// NVIDIA GPUs through runsc's nvproxy (default off).
+    pub gpu: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,12 +41,13 @@ pub struct DockerAnnotations {
 
 impl Default for SandboxAnnotations {
     fn default() -> Self {
-        SandboxAnnotations { agent: true, keepalive: false, docker: None }
+        SandboxAnnotations { agent: true, keepalive: false, docker: None, gpu: false }
     }
 }
 
 impl SandboxAnnotations {
-    pub fn parse(annotations: &HashMap<String, String>) -> Result<Self> {
+    /// Parses and validates the annotations, and applies the operator's policy to them.
+    pub fn parse(annotations: &HashMap<String, String>, config: &Config) -> Result<Self> {
         let mut keys: Vec<&String> = annotations.keys().filter(|k| k.starts_with(PREFIX)).collect();
         keys.sort();
         if let Some(unknown) = keys.iter().find(|k| !KNOWN.contains(&k.as_str())) {
@@ -52,14 +56,33 @@ impl SandboxAnnotations {
                 KNOWN.join(", ")
             )));
         }
+        let forbidden = |why: String| Error::InvalidArgument(format!("{why} ({})", config.origin()));
+        if let Some(allowed) = &config.policy.allowed_annotations {
+            if let Some(k) = keys.iter().find(|k| !allowed.contains(k)) {
+                return Err(forbidden(format!(
+                    "annotation {k} is not allowed by the runtime's policy: [policy] allowed_annotations = [{}]",
+                    allowed.join(", ")
+                )));
+            }
+        }
         let get = |key: &str| annotations.get(key).map(String::as_str);
         let mut a = SandboxAnnotations::default();
         if let Some(v) = get(AGENT) {
             a.agent = boolean(AGENT, v)?;
         }
         let docker = get(DOCKER).map(|v| boolean(DOCKER, v)).transpose()?.unwrap_or(false);
+        if docker && !config.policy.allow_docker {
+            return Err(forbidden(format!("{DOCKER}=true is not allowed by the runtime's policy: [policy] allow_docker = false")));
+        }
+        a.gpu = get(GPU).map(|v| boolean(GPU, v)).transpose()?.unwrap_or(false);
+        if a.gpu && !config.policy.allow_gpu {
+            return Err(forbidden(format!("{GPU}=true is not allowed by the runtime's policy: [policy] allow_gpu = false")));
+        }
         if docker {
-            let wait = get(DOCKER_WAIT).map(|v| duration(DOCKER_WAIT, v)).transpose()?.unwrap_or(DEFAULT_DOCKER_WAIT);
+            let wait = match get(DOCKER_WAIT) {
+                Some(v) => duration(DOCKER_WAIT, v)?,
+                None => config.default_docker_wait()?,
+            };
             let args = get(DOCKER_ARGS).map(|v| words(DOCKER_ARGS, v)).transpose()?.unwrap_or_default();
             a.docker = Some(DockerAnnotations { wait, args });
         } else if let Some(key) = [DOCKER_WAIT, DOCKER_ARGS].into_iter().find(|k| annotations.contains_key(*k)) {
@@ -109,12 +132,20 @@ mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<SandboxAnnotations> {
-        SandboxAnnotations::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        parse_with(pairs, &Config::default())
+    }
+
+    fn parse_with(pairs: &[(&str, &str)], config: &Config) -> Result<SandboxAnnotations> {
+        SandboxAnnotations::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), config)
+    }
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, std::path::Path::new("/etc/p.toml")).unwrap()
     }
 
     #[test]
     fn defaults_inject_the_agent_without_keepalive() {
-        assert_eq!(parse(&[("other.key", "x")]).unwrap(), SandboxAnnotations { agent: true, keepalive: false, docker: None });
+        assert_eq!(parse(&[("other.key", "x")]).unwrap(), SandboxAnnotations { agent: true, keepalive: false, docker: None, gpu: false });
     }
 
     #[test]
@@ -146,7 +177,7 @@ mod tests {
     fn docker_turns_keepalive_on_and_takes_its_wait_and_args() {
         let a = parse(&[(DOCKER, "true")]).unwrap();
         assert!(a.keepalive);
-        assert_eq!(a.docker, Some(DockerAnnotations { wait: DEFAULT_DOCKER_WAIT, args: vec![] }));
+        assert_eq!(a.docker, Some(DockerAnnotations { wait: Duration::from_secs(60), args: vec![] }));
         let a = parse(&[(DOCKER, "true"), (KEEPALIVE, "false"), (DOCKER_WAIT, "1m30s"), (DOCKER_ARGS, "--debug --label 'a b'")]).unwrap();
         assert!(!a.keepalive);
         let d = a.docker.unwrap();
@@ -168,5 +199,29 @@ mod tests {
         let e = parse(&[(DOCKER, "true"), (AGENT, "false")]).unwrap_err().to_string();
         assert!(e.contains(DOCKER) && e.contains(AGENT), "{e}");
         assert!(parse(&[(DOCKER, "1")]).unwrap_err().to_string().contains("true, false"));
+    }
+
+    #[test]
+    fn policy_refusals_name_the_policy_key_and_the_file() {
+        let no_docker = config("[policy]\nallow_docker = false");
+        let e = parse_with(&[(DOCKER, "true")], &no_docker).unwrap_err().to_string();
+        assert!(e.contains("[policy] allow_docker = false") && e.contains("/etc/p.toml") && e.contains(DOCKER), "{e}");
+        assert!(parse_with(&[(DOCKER, "false")], &no_docker).is_ok());
+
+        let e = parse_with(&[(GPU, "true")], &config("[policy]\nallow_gpu = false")).unwrap_err().to_string();
+        assert!(e.contains("[policy] allow_gpu = false"), "{e}");
+
+        let only_keepalive = config("[policy]\nallowed_annotations = [\"io.beta9.sandbox.keepalive\"]");
+        assert!(parse_with(&[(KEEPALIVE, "true")], &only_keepalive).is_ok());
+        let e = parse_with(&[(AGENT, "false")], &only_keepalive).unwrap_err().to_string();
+        assert!(e.contains(AGENT) && e.contains("[policy] allowed_annotations"), "{e}");
+    }
+
+    #[test]
+    fn docker_wait_defaults_to_the_config() {
+        let c = config("[docker]\ndefault_wait = \"5s\"");
+        assert_eq!(parse_with(&[(DOCKER, "true")], &c).unwrap().docker.unwrap().wait, Duration::from_secs(5));
+        assert!(parse(&[(GPU, "true")]).unwrap().gpu);
+        assert!(parse(&[(GPU, "on")]).unwrap_err().to_string().contains(GPU));
     }
 }

@@ -11,10 +11,11 @@ use tokio::sync::oneshot;
 
 use crate::{
     annotations::SandboxAnnotations,
+    config::Config,
     error::{Error, Result},
     process::{Exit, Process, Status},
     reaper::Reaper,
-    runsc::{self, Runsc, RunscFlags},
+    runsc::{self, Network, Runsc, RunscFlags},
     spec,
     stdio::{ProcessIo, StdioPaths},
 };
@@ -23,8 +24,8 @@ use crate::{
 const ROOTFS: &str = "rootfs";
 const INIT_PID: &str = "init.pid";
 const RUNSC_LOG: &str = "runsc.log.json";
-/// Records the runsc root, so the `delete` action finds it after a shim died.
-const RUNSC_ROOT_RECORD: &str = "runsc-root";
+/// Records how runsc was called, so the `delete` action can clean up after a shim died.
+const RUNSC_RECORD: &str = "beta9-runsc.json";
 
 #[derive(Clone, Debug)]
 pub struct Mount {
@@ -42,14 +43,19 @@ pub struct CreateConfig {
     pub stdio: StdioPaths,
 }
 
-/// What this shim knows about where sandboxes go and how runsc is called.
+/// What Create needs besides the request: the operator's config and where containerd is.
 #[derive(Clone, Debug)]
 pub struct SandboxContext {
-    pub runsc_binary: PathBuf,
-    pub agent_binary: PathBuf,
-    pub runsc_root_base: PathBuf,
+    pub config: Config,
     pub containerd_address: String,
     pub namespace: String,
+}
+
+/// How runsc was called for a sandbox, kept in its bundle for the `delete` action.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RunscRecord {
+    pub binary: PathBuf,
+    pub root: PathBuf,
 }
 
 pub struct Container {
@@ -73,25 +79,47 @@ pub struct Exec {
 
 impl Container {
     pub async fn create(cfg: CreateConfig, ctx: &SandboxContext) -> Result<Container> {
+        let config = &ctx.config;
         let mut spec = spec::load(&cfg.bundle)?;
-        let annotations = SandboxAnnotations::parse(spec.annotations().as_ref().unwrap_or(&HashMap::new()))?;
+        let annotations = SandboxAnnotations::parse(spec.annotations().as_ref().unwrap_or(&HashMap::new()), config)?;
         if !annotations.agent && spec.process().as_ref().and_then(|p| p.args().as_ref()).is_none_or(|a| a.is_empty()) {
             return Err(Error::InvalidArgument("the spec's process has no args".into()));
         }
-        if annotations.agent && !ctx.agent_binary.is_file() {
+        let runsc_binary = find_program(&config.runsc.binary).ok_or_else(|| {
+            Error::NotFound(format!(
+                "runsc binary {:?} was not found ([runsc] binary in the {})",
+                config.runsc.binary,
+                config.origin()
+            ))
+        })?;
+        let agent_binary = config.agent.binary.clone().unwrap_or_else(default_agent);
+        if annotations.agent && !agent_binary.is_file() {
             return Err(Error::NotFound(format!(
-                "the sandbox agent {} does not exist (set {}=false to run without it)",
-                ctx.agent_binary.display(),
+                "the sandbox agent {} does not exist ([agent] binary in the {}; or set {}=false to run without it)",
+                agent_binary.display(),
+                config.origin(),
                 crate::annotations::AGENT
             )));
         }
-        let root = spec::runsc_root(&ctx.runsc_root_base, &ctx.containerd_address, &ctx.namespace, &cfg.id);
-        let mut flags = RunscFlags::new(root.clone(), cfg.bundle.join(RUNSC_LOG), spec::network_for(&spec));
+        let network = config.network()?.unwrap_or_else(|| spec::network_for(&spec));
+        if network == Network::Host && !config.policy.allow_host_network {
+            return Err(Error::InvalidArgument(format!(
+                "the host's network is not allowed by the runtime's policy: [policy] allow_host_network = false ({}); give the container a network namespace",
+                config.origin()
+            )));
+        }
+        let root = spec::runsc_root(&config.runsc.root, &ctx.containerd_address, &ctx.namespace, &cfg.id);
+        let mut flags = RunscFlags::new(root.clone(), cfg.bundle.join(RUNSC_LOG), network);
+        flags.platform = config.runsc.platform.clone();
+        flags.debug_log_dir = config.runsc.debug_log_dir.clone();
+        flags.extra = config.runsc.extra_flags.clone();
         if annotations.docker.is_some() {
             flags.net_raw = true;
-            flags.allow_packet_socket_write = runsc::known_flags(&ctx.runsc_binary).await.contains("allow-packet-socket-write");
+            flags.allow_packet_socket_write = runsc::known_flags(&runsc_binary).await.contains("allow-packet-socket-write");
         }
-        let runsc = Runsc::new(ctx.runsc_binary.clone(), flags);
+        flags.nvproxy = annotations.gpu;
+        flags.nvproxy_docker = annotations.gpu && annotations.docker.is_some();
+        let runsc = Runsc::new(runsc_binary, flags);
         let rootfs = cfg.bundle.join(spec.root().as_ref().map(|r| r.path().clone()).unwrap_or(ROOTFS.into()));
 
         let result = async {
@@ -104,13 +132,17 @@ impl Container {
             if annotations.agent {
                 let agent_args = spec::AgentArgs {
                     keepalive: annotations.keepalive,
-                    docker: annotations.docker.as_ref().map(|d| d.args.clone()),
+                    docker: annotations.docker.as_ref().map(|d| spec::DockerArgs {
+                        args: config.docker.extra_args.iter().chain(&d.args).cloned().collect(),
+                        tmpfs_size: config.docker.tmpfs_size.clone(),
+                    }),
                 };
-                spec::inject_agent(&mut spec, &ctx.agent_binary, &agent_args)?;
+                spec::inject_agent(&mut spec, &agent_binary, &agent_args)?;
                 spec::save(&spec, &cfg.bundle)?;
             }
-            std::fs::write(cfg.bundle.join(RUNSC_ROOT_RECORD), root.as_os_str().as_encoded_bytes())
-                .map_err(Error::io("record the runsc root"))?;
+            let record = RunscRecord { binary: runsc.binary.clone(), root: root.clone() };
+            std::fs::write(cfg.bundle.join(RUNSC_RECORD), serde_json::to_vec(&record).unwrap_or_default())
+                .map_err(Error::io("record how runsc is called"))?;
             std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
             let (child_stdio, io) = ProcessIo::open(&cfg.stdio)?;
             let mark = Reaper::get().mark();
@@ -308,11 +340,25 @@ fn mount_rootfs(mounts: &[Mount], target: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The runsc root this container's bundle recorded at create, if any.
-pub fn recorded_runsc_root(bundle: &Path) -> Option<PathBuf> {
-    std::fs::read(bundle.join(RUNSC_ROOT_RECORD))
-        .ok()
-        .map(|b| PathBuf::from(std::ffi::OsString::from(String::from_utf8_lossy(&b).into_owned())))
+/// How runsc was called for the container of this bundle, if Create got that far.
+pub fn recorded_runsc(bundle: &Path) -> Option<RunscRecord> {
+    serde_json::from_slice(&std::fs::read(bundle.join(RUNSC_RECORD)).ok()?).ok()
+}
+
+/// A program given as a path, or looked up on PATH like a shell would.
+fn find_program(program: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.components().count() > 1 {
+        return executable(program).then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| executable(p))
+}
+
+/// The agent ships next to the shim's own executable.
+pub fn default_agent() -> PathBuf {
+    std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("beta9-sandbox-agent"))).unwrap_or_default()
 }
 
 /// Removes the sandbox, the rootfs mount and the runsc root, whatever state they are in.
@@ -335,7 +381,7 @@ pub async fn teardown(runsc: &Runsc, id: &str, bundle: &Path) {
             info!("runsc root {} still holds {leftovers} entries", root.display());
         }
     }
-    let _ = std::fs::remove_file(bundle.join(RUNSC_ROOT_RECORD));
+    let _ = std::fs::remove_file(bundle.join(RUNSC_RECORD));
 }
 
 fn kill_if_runsc(pid: u32) {

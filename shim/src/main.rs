@@ -1,6 +1,7 @@
 //! containerd-shim-beta9-sandbox: a containerd shim v2 that runs containers under gVisor's runsc.
 
 mod annotations;
+mod config;
 mod container;
 mod error;
 mod process;

@@ -52,6 +52,9 @@ pub struct RunscFlags {
     pub net_raw: bool,
     /// Writes on packet sockets (newer dockerd needs them); only for a runsc that knows the flag.
     pub allow_packet_socket_write: bool,
+    /// NVIDIA GPUs through nvproxy, and its Docker support when Docker is on too.
+    pub nvproxy: bool,
+    pub nvproxy_docker: bool,
     pub extra: Vec<String>,
 }
 
@@ -65,6 +68,8 @@ impl RunscFlags {
             debug_log_dir: None,
             net_raw: false,
             allow_packet_socket_write: false,
+            nvproxy: false,
+            nvproxy_docker: false,
             extra: Vec::new(),
         }
     }
@@ -87,6 +92,12 @@ impl RunscFlags {
         }
         if self.allow_packet_socket_write {
             args.push("--allow-packet-socket-write".into());
+        }
+        if self.nvproxy {
+            args.push("--nvproxy".into());
+            if self.nvproxy_docker {
+                args.push("--nvproxy-docker".into());
+            }
         }
         if let Some(dir) = &self.debug_log_dir {
             args.push("--debug".into());
@@ -370,6 +381,7 @@ mod tests {
         assert!(s.contains("--log-format=json --log /b/log.json"));
         assert!(!s.contains("--net-raw"));
         assert!(!s.contains("--debug"));
+        assert!(!s.contains("--nvproxy"));
     }
 
     #[test]
@@ -385,6 +397,15 @@ mod tests {
         assert!(s.contains("--net-raw --allow-packet-socket-write"));
         assert!(s.contains("--debug --debug-log=/tmp/dbg/"));
         assert!(s.ends_with("--overlay2=none"), "extra flags come last: {s}");
+    }
+
+    #[test]
+    fn gpu_flags() {
+        let mut f = flags();
+        f.nvproxy = true;
+        assert!(joined(&f).contains("--nvproxy") && !joined(&f).contains("--nvproxy-docker"));
+        f.nvproxy_docker = true;
+        assert!(joined(&f).contains("--nvproxy --nvproxy-docker"));
     }
 
     #[test]

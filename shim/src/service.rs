@@ -3,7 +3,6 @@
 
 use std::{
     env,
-    path::PathBuf,
     process::{Command, Stdio},
     sync::Arc,
     time::SystemTime,
@@ -19,7 +18,8 @@ use containerd_shim::{
 use log::warn;
 
 use crate::{
-    container::{recorded_runsc_root, teardown, SandboxContext},
+    config::RunscConfig,
+    container::{recorded_runsc, teardown},
     runsc::{Network, Runsc, RunscFlags},
     spec,
     task::TaskService,
@@ -27,8 +27,6 @@ use crate::{
 
 /// CRI puts every container of a pod in one shim, keyed by this annotation.
 const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
-/// Where per-sandbox runsc roots go: short, because runsc puts its control socket there.
-const RUNSC_ROOT_BASE: &str = "/run/beta9";
 
 pub struct Service {
     id: String,
@@ -42,22 +40,6 @@ fn io_err(context: &str) -> impl FnOnce(std::io::Error) -> containerd_shim::Erro
     move |err| containerd_shim::Error::IoError { context: context.into(), err }
 }
 
-impl Service {
-    fn context(&self) -> SandboxContext {
-        SandboxContext {
-            runsc_binary: env::var_os("BETA9_RUNSC").map(PathBuf::from).unwrap_or_else(|| "runsc".into()),
-            agent_binary: env::var_os("BETA9_AGENT").map(PathBuf::from).unwrap_or_else(default_agent),
-            runsc_root_base: env::var_os("BETA9_RUNSC_ROOT").map(PathBuf::from).unwrap_or_else(|| RUNSC_ROOT_BASE.into()),
-            containerd_address: self.address.clone(),
-            namespace: self.namespace.clone(),
-        }
-    }
-}
-
-/// The agent ships next to the shim's own executable.
-fn default_agent() -> PathBuf {
-    env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("beta9-sandbox-agent"))).unwrap_or_default()
-}
 
 /// The shim groups containers by pod; outside a pod each container has its own shim.
 fn grouping(id: &str) -> String {
@@ -115,12 +97,16 @@ impl containerd_shim::asynchronous::Shim for Service {
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         let bundle = env::current_dir().unwrap_or_default();
-        let ctx = self.context();
-        let root = recorded_runsc_root(&bundle).unwrap_or_else(|| {
-            spec::runsc_root(&ctx.runsc_root_base, &ctx.containerd_address, &ctx.namespace, &self.id)
-        });
+        // Without a record Create never ran runsc; the defaults find whatever else is left.
+        let (binary, root) = match recorded_runsc(&bundle) {
+            Some(r) => (r.binary, r.root),
+            None => {
+                let c = RunscConfig::default();
+                (c.binary, spec::runsc_root(&c.root, &self.address, &self.namespace, &self.id))
+            }
+        };
         let flags = RunscFlags::new(root, bundle.join("runsc.log.json"), Network::None);
-        teardown(&Runsc::new(ctx.runsc_binary, flags), &self.id, &bundle).await;
+        teardown(&Runsc::new(binary, flags), &self.id, &bundle).await;
         let d = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         Ok(DeleteResponse {
             exit_status: 128 + libc::SIGKILL as u32,
@@ -138,6 +124,6 @@ impl containerd_shim::asynchronous::Shim for Service {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        TaskService::new(self.context(), publisher, self.namespace.clone(), self.exit.clone())
+        TaskService::new(self.address.clone(), self.namespace.clone(), publisher, self.exit.clone())
     }
 }

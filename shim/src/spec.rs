@@ -36,8 +36,16 @@ pub const AGENT_PATH: &str = "/.beta9/agent";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentArgs {
     pub keepalive: bool,
-    /// Run dockerd with these extra arguments.
-    pub docker: Option<Vec<String>>,
+    /// Run and supervise dockerd.
+    pub docker: Option<DockerArgs>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DockerArgs {
+    /// Extra dockerd arguments.
+    pub args: Vec<String>,
+    /// Size of the tmpfs on /var/lib/docker.
+    pub tmpfs_size: Option<String>,
 }
 
 /// The capabilities dockerd needs inside gVisor (gVisor's docker-in-gVisor guide).
@@ -95,10 +103,13 @@ pub fn inject_agent(spec: &mut Spec, agent: &Path, agent_args: &AgentArgs) -> Re
     if agent_args.keepalive {
         args.push("--keepalive".into());
     }
-    if let Some(docker_args) = &agent_args.docker {
+    if let Some(docker) = &agent_args.docker {
         args.push("--docker".into());
-        for a in docker_args {
+        for a in &docker.args {
             args.extend(["--docker-arg".to_string(), a.clone()]);
+        }
+        if let Some(size) = &docker.tmpfs_size {
+            args.extend(["--docker-tmpfs-size".to_string(), size.clone()]);
         }
     }
     args.push("--".into());
@@ -297,11 +308,12 @@ mod tests {
         assert_eq!(plain.process().as_ref().unwrap().args().clone().unwrap(), ["/.beta9/agent", "--", "true"]);
 
         let mut docker = SpecBuilder::default().process(ProcessBuilder::default().args(Vec::<String>::new()).build().unwrap()).build().unwrap();
-        let agent_args = AgentArgs { keepalive: true, docker: Some(vec!["--debug".into(), "--label=a b".into()]) };
+        let docker_args = DockerArgs { args: vec!["--debug".into(), "--label=a b".into()], tmpfs_size: Some("8g".into()) };
+        let agent_args = AgentArgs { keepalive: true, docker: Some(docker_args) };
         inject_agent(&mut docker, Path::new("/a"), &agent_args).unwrap();
         assert_eq!(
             docker.process().as_ref().unwrap().args().clone().unwrap(),
-            ["/.beta9/agent", "--keepalive", "--docker", "--docker-arg", "--debug", "--docker-arg", "--label=a b", "--"]
+            ["/.beta9/agent", "--keepalive", "--docker", "--docker-arg", "--debug", "--docker-arg", "--label=a b", "--docker-tmpfs-size", "8g", "--"]
         );
     }
 

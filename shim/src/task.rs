@@ -19,6 +19,7 @@ use log::{debug, info, warn};
 use tokio::sync::{oneshot, Mutex};
 
 use crate::{
+    config::{self, Config},
     container::{self, Container, CreateConfig, Mount, SandboxContext},
     error::{Error, Result},
     process::{Exit, Status},
@@ -28,7 +29,9 @@ use crate::{
 type Shared = Arc<Mutex<Container>>;
 
 pub struct TaskService {
-    ctx: SandboxContext,
+    /// containerd's address and the namespace: with the container id, they name a runsc root.
+    containerd_address: String,
+    namespace: String,
     containers: Mutex<HashMap<String, Shared>>,
     events: Events,
     exit: Arc<ExitSignal>,
@@ -64,9 +67,10 @@ fn exit_fields(exit: Option<Exit>) -> (u32, MessageField<Timestamp>) {
 }
 
 impl TaskService {
-    pub fn new(ctx: SandboxContext, publisher: RemotePublisher, namespace: String, exit: Arc<ExitSignal>) -> Self {
+    pub fn new(containerd_address: String, namespace: String, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
         TaskService {
-            ctx,
+            containerd_address,
+            namespace: namespace.clone(),
             containers: Mutex::new(HashMap::new()),
             events: Events { publisher: Arc::new(publisher), namespace },
             exit,
@@ -152,7 +156,13 @@ impl TaskService {
                 .collect(),
             stdio,
         };
-        let c = Container::create(cfg, &self.ctx).await?;
+        let config_path = req.options.as_ref().and_then(|o| config::config_path_from_options(&o.type_url, &o.value));
+        let ctx = SandboxContext {
+            config: Config::load(config_path.as_deref())?,
+            containerd_address: self.containerd_address.clone(),
+            namespace: self.namespace.clone(),
+        };
+        let c = Container::create(cfg, &ctx).await?;
         let pid = c.init.pid;
         containers.insert(req.id.clone(), Arc::new(Mutex::new(c)));
         drop(containers);

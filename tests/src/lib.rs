@@ -139,7 +139,21 @@ impl Container {
 
     /// The host command line of this container's runsc sandbox process.
     pub fn sandbox_cmdline(&self) -> Option<String> {
-        processes().into_iter().find(|c| c.starts_with("runsc-sandbox") && c.ends_with(&format!(" {}", self.id)))
+        self.sandbox().map(|(_, c)| c)
+    }
+
+    pub fn sandbox_pid(&self) -> Option<u32> {
+        self.sandbox().map(|(p, _)| p)
+    }
+
+    fn sandbox(&self) -> Option<(u32, String)> {
+        processes_with_pids().into_iter().find(|(_, c)| c.starts_with("runsc-sandbox") && c.ends_with(&format!(" {}", self.id)))
+    }
+
+    /// The pid of the shim serving this container.
+    pub fn shim_pid(&self) -> Option<u32> {
+        let id = format!(" -id {} ", self.id);
+        processes_with_pids().into_iter().find(|(_, c)| c.contains("containerd-shim-beta9-sandbox") && c.contains(&id)).map(|(p, _)| p)
     }
 
     pub fn remove(&self) {
@@ -197,15 +211,17 @@ impl Drop for Container {
 
 /// Every process's command line, arguments joined by spaces.
 pub fn processes() -> Vec<String> {
+    processes_with_pids().into_iter().map(|(_, c)| c).collect()
+}
+
+pub fn processes_with_pids() -> Vec<(u32, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         if let Ok(raw) = std::fs::read(e.path().join("cmdline")) {
             if !raw.is_empty() {
                 let s = String::from_utf8_lossy(&raw).split('\0').filter(|a| !a.is_empty()).collect::<Vec<_>>().join(" ");
-                out.push(s);
+                out.push((pid, s));
             }
         }
     }

@@ -1,0 +1,342 @@
+//! The runtime's configuration: a TOML file an operator writes once per runtime handler.
+//! Found through containerd's `ConfigPath` runtime option, else at `DEFAULT_PATH`, else built in.
+//! Every error names the file and the key.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::{
+    annotations,
+    error::{Error, Result},
+    runsc::Network,
+};
+
+pub const DEFAULT_PATH: &str = "/etc/containerd/beta9-sandbox.toml";
+/// runsc puts `<root>/<16 hex>/runsc-<id>.sock` there, and unix socket paths end at 108 bytes.
+const MAX_ROOT_LEN: usize = 32;
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub runsc: RunscConfig,
+    pub agent: AgentConfig,
+    pub docker: DockerConfig,
+    pub policy: Policy,
+    /// The file this came from, for error messages; `None` for the built-in defaults.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunscConfig {
+    /// runsc to run: a path, or a name looked up on containerd's PATH.
+    pub binary: PathBuf,
+    /// Where per-sandbox runsc roots go.
+    pub root: PathBuf,
+    pub platform: String,
+    /// `auto` maps the spec's network namespace; `none`, `sandbox` or `host` force one.
+    pub network: String,
+    /// runsc debug logs (`--debug --debug-log=DIR/`), off when unset.
+    pub debug_log_dir: Option<PathBuf>,
+    /// More runsc global flags, after the shim's own.
+    pub extra_flags: Vec<String>,
+}
+
+impl Default for RunscConfig {
+    fn default() -> Self {
+        RunscConfig {
+            binary: "runsc".into(),
+            root: "/run/beta9".into(),
+            platform: "systrap".into(),
+            network: "auto".into(),
+            debug_log_dir: None,
+            extra_flags: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// The agent binary; by default `beta9-sandbox-agent` next to the shim.
+    pub binary: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// How long Start waits for dockerd unless `io.beta9.sandbox.docker.wait` says otherwise.
+    pub default_wait: String,
+    /// Size of the tmpfs on /var/lib/docker (tmpfs `size=`: bytes, k, m, g, or a % of memory).
+    pub tmpfs_size: Option<String>,
+    /// dockerd arguments for every Docker sandbox, before the annotation's.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig { default_wait: "60s".into(), tmpfs_size: None, extra_args: Vec::new() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Whether `io.beta9.sandbox.docker=true` is allowed.
+    pub allow_docker: bool,
+    /// Whether `io.beta9.sandbox.gpu=true` is allowed.
+    pub allow_gpu: bool,
+    /// Whether a container may share the host's network stack (no network namespace, e.g.
+    /// `ctr run --net-host`, or `network = "host"`).
+    pub allow_host_network: bool,
+    /// The `io.beta9.sandbox.*` annotations pod authors may set; all known ones when unset.
+    pub allowed_annotations: Option<Vec<String>>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { allow_docker: true, allow_gpu: true, allow_host_network: true, allowed_annotations: None }
+    }
+}
+
+impl Config {
+    /// The file named by `ConfigPath`, else the default file if it exists, else the defaults.
+    pub fn load(config_path: Option<&Path>) -> Result<Config> {
+        let path = match config_path {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_PATH).exists() => PathBuf::from(DEFAULT_PATH),
+            None => return Ok(Config::default()),
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::InvalidArgument(format!("config {}: cannot read it: {e}", path.display())))?;
+        Config::parse(&text, &path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| Error::InvalidArgument(format!("config {}: {}", path.display(), one_line(&e.to_string()))))?;
+        config.source = Some(path.to_path_buf());
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Where this config came from, for messages.
+    pub fn origin(&self) -> String {
+        match &self.source {
+            Some(p) => format!("config {}", p.display()),
+            None => "built-in config".into(),
+        }
+    }
+
+    fn bad(&self, key: &str, why: String) -> Error {
+        Error::InvalidArgument(format!("{}: {key}: {why}", self.origin()))
+    }
+
+    fn validate(&self) -> Result<()> {
+        let r = &self.runsc;
+        if r.binary.as_os_str().is_empty() {
+            return Err(self.bad("[runsc] binary", "must not be empty".into()));
+        }
+        if !r.root.is_absolute() || r.root.as_os_str().len() > MAX_ROOT_LEN {
+            return Err(self.bad(
+                "[runsc] root",
+                format!("{:?} must be an absolute path of at most {MAX_ROOT_LEN} bytes (runsc's control socket lives under it)", r.root),
+            ));
+        }
+        if !["systrap", "ptrace", "kvm"].contains(&r.platform.as_str()) {
+            return Err(self.bad("[runsc] platform", format!("{:?} is not valid; accepted values: systrap, ptrace, kvm", r.platform)));
+        }
+        self.network()?;
+        if let Some(dir) = &r.debug_log_dir {
+            if !dir.is_absolute() {
+                return Err(self.bad("[runsc] debug_log_dir", format!("{dir:?} must be an absolute path")));
+            }
+        }
+        if let Some(f) = r.extra_flags.iter().find(|f| !f.starts_with('-')) {
+            return Err(self.bad("[runsc] extra_flags", format!("{f:?} is not a flag (flags start with -)")));
+        }
+        if let Some(b) = &self.agent.binary {
+            if !b.is_absolute() {
+                return Err(self.bad("[agent] binary", format!("{b:?} must be an absolute path")));
+            }
+        }
+        self.default_docker_wait()?;
+        if let Some(size) = &self.docker.tmpfs_size {
+            if !valid_tmpfs_size(size) {
+                return Err(self.bad(
+                    "[docker] tmpfs_size",
+                    format!("{size:?} is not valid; accepted values: a size such as 8g, 512m, 1048576, or a percentage of memory such as 50%"),
+                ));
+            }
+        }
+        if let Some(allowed) = &self.policy.allowed_annotations {
+            if let Some(a) = allowed.iter().find(|a| !annotations::KNOWN.contains(&a.as_str())) {
+                return Err(self.bad(
+                    "[policy] allowed_annotations",
+                    format!("{a:?} is not an annotation of this runtime; known: {}", annotations::KNOWN.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `None` means: from the spec.
+    pub fn network(&self) -> Result<Option<Network>> {
+        match self.runsc.network.as_str() {
+            "auto" => Ok(None),
+            "none" => Ok(Some(Network::None)),
+            "sandbox" => Ok(Some(Network::Sandbox)),
+            "host" => Ok(Some(Network::Host)),
+            other => Err(self.bad("[runsc] network", format!("{other:?} is not valid; accepted values: auto, none, sandbox, host"))),
+        }
+    }
+
+    pub fn default_docker_wait(&self) -> Result<Duration> {
+        humantime::parse_duration(&self.docker.default_wait).map_err(|e| {
+            self.bad("[docker] default_wait", format!("{:?} is not a duration ({e}); e.g. 60s, 1m30s, 0s", self.docker.default_wait))
+        })
+    }
+}
+
+fn valid_tmpfs_size(s: &str) -> bool {
+    let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+    !digits.is_empty() && digits.len() + 1 >= s.len() && digits.chars().all(|c| c.is_ascii_digit())
+}
+
+/// toml's errors quote the offending line on several lines; containerd shows one.
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "|").collect::<Vec<_>>().join(" ")
+}
+
+/// The `ConfigPath` of containerd's generic runtime options (`runtimeoptions.v1.Options`, what
+/// `ctr run --runtime-config-path` and a CRI runtime handler's `options.ConfigPath` send).
+/// Other option types (runc's, for one) carry nothing for us.
+pub fn config_path_from_options(type_url: &str, value: &[u8]) -> Option<PathBuf> {
+    use protobuf::CodedInputStream;
+    if !type_url.ends_with("runtimeoptions.v1.Options") {
+        return None;
+    }
+    let mut input = CodedInputStream::from_bytes(value);
+    while let Ok(Some(tag)) = input.read_raw_tag_or_eof() {
+        let (field, wire_type) = (tag >> 3, tag & 7);
+        if field == 2 && wire_type == 2 {
+            return input.read_string().ok().filter(|s| !s.is_empty()).map(PathBuf::from);
+        }
+        let wire_type = protobuf::rt::WireType::new(wire_type)?;
+        input.skip_field(wire_type).ok()?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("/etc/b.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.runsc, RunscConfig::default());
+        assert_eq!(c.policy, Policy::default());
+        assert_eq!(c.default_docker_wait().unwrap(), Duration::from_secs(60));
+        assert_eq!(c.network().unwrap(), None);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let c = parse(
+            r#"
+            [runsc]
+            binary = "/opt/runsc"
+            root = "/run/b9"
+            platform = "ptrace"
+            network = "host"
+            debug_log_dir = "/var/log/runsc"
+            extra_flags = ["--overlay2=none"]
+            [agent]
+            binary = "/opt/agent"
+            [docker]
+            default_wait = "1m30s"
+            tmpfs_size = "8g"
+            extra_args = ["--debug"]
+            [policy]
+            allow_docker = false
+            allow_gpu = false
+            allow_host_network = false
+            allowed_annotations = ["io.beta9.sandbox.keepalive"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.runsc.binary, PathBuf::from("/opt/runsc"));
+        assert_eq!(c.runsc.platform, "ptrace");
+        assert_eq!(c.network().unwrap(), Some(Network::Host));
+        assert_eq!(c.runsc.extra_flags, ["--overlay2=none"]);
+        assert_eq!(c.agent.binary, Some(PathBuf::from("/opt/agent")));
+        assert_eq!(c.default_docker_wait().unwrap(), Duration::from_secs(90));
+        assert_eq!(c.docker.tmpfs_size.as_deref(), Some("8g"));
+        assert!(!c.policy.allow_docker && !c.policy.allow_gpu && !c.policy.allow_host_network);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let cases = [
+            ("[runsc]\nplatfrom = \"ptrace\"", "platfrom"),
+            ("[runsc]\nplatform = 3", "platform"),
+            ("[runsc]\nplatform = \"vm\"", "[runsc] platform"),
+            ("[runsc]\nnetwork = \"bridge\"", "[runsc] network"),
+            ("[runsc]\nroot = \"relative\"", "[runsc] root"),
+            ("[runsc]\nextra_flags = [\"overlay2=none\"]", "[runsc] extra_flags"),
+            ("[docker]\ndefault_wait = \"soon\"", "[docker] default_wait"),
+            ("[docker]\ntmpfs_size = \"lots\"", "[docker] tmpfs_size"),
+            ("[agent]\nbinary = \"agent\"", "[agent] binary"),
+            ("[policy]\nallow_docker = \"no\"", "allow_docker"),
+            ("[policy]\nallowed_annotations = [\"io.beta9.sandbox.dockr\"]", "[policy] allowed_annotations"),
+            ("[polcy]\nallow_docker = false", "polcy"),
+        ];
+        for (text, key) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains("/etc/b.toml") && e.contains(key), "{text:?}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_naming_it() {
+        let e = Config::load(Some(Path::new("/nonexistent/beta9.toml"))).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/beta9.toml") && e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let example = parse(include_str!("../../config/beta9-sandbox.toml")).unwrap();
+        assert_eq!(Config { source: None, ..example }, Config::default());
+    }
+
+    #[test]
+    fn tmpfs_sizes() {
+        for ok in ["8g", "512M", "1048576", "50%"] {
+            assert!(valid_tmpfs_size(ok), "{ok}");
+        }
+        for bad in ["", "g", "8gb", "-1", "8 g", "1.5g"] {
+            assert!(!valid_tmpfs_size(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_path_is_read_from_runtime_options() {
+        // runtimeoptions.v1.Options { type_url: "x", config_path: "/etc/b.toml" }
+        let mut v = vec![0x0a, 1, b'x', 0x12, 11];
+        v.extend_from_slice(b"/etc/b.toml");
+        assert_eq!(config_path_from_options("runtimeoptions.v1.Options", &v), Some(PathBuf::from("/etc/b.toml")));
+        assert_eq!(config_path_from_options("containerd.runc.v1.Options", &v), None);
+        assert_eq!(config_path_from_options("runtimeoptions.v1.Options", &[0x0a, 1, b'x']), None);
+    }
+}
