@@ -100,6 +100,13 @@ fn missing_or_malformed_config_is_refused_naming_the_file_and_key() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("/nonexistent/beta9.toml") && r.stderr.contains("cannot read"), "{}", r.stderr);
 
+    // Unreadable: a directory where the file should be.
+    let dir = std::env::temp_dir();
+    let c = Container::new("cfgunreadable");
+    let r = c.run(BUSYBOX, &["--runtime-config-path", &dir.display().to_string()], &["true"], None);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains(&dir.display().to_string()) && r.stderr.contains("cannot read"), "{}", r.stderr);
+
     let config = ConfigFile::new("[runsc]\nplatfrom = \"ptrace\"\n");
     let c = Container::new("cfgtypo");
     let r = run_with(&config, &c, &[], BUSYBOX, &["true"]);
