@@ -68,6 +68,8 @@ pub struct Container {
     pub init_exit: Option<oneshot::Receiver<i32>>,
     /// How long Start waits for the sandbox's dockerd to answer, when it waits at all.
     pub docker_wait: Option<Duration>,
+    /// Paused with `runsc pause`: every process of the sandbox is frozen.
+    pub paused: bool,
     exec_seq: u64,
 }
 
@@ -167,6 +169,7 @@ impl Container {
                     execs: HashMap::new(),
                     init_exit: Some(exit),
                     docker_wait: annotations.docker.map(|d| d.wait).filter(|w| !w.is_zero()),
+                    paused: false,
                     exec_seq: 0,
                 })
             }
@@ -198,12 +201,40 @@ impl Container {
         }
     }
 
+    pub async fn pause(&mut self) -> Result<()> {
+        if self.init.status != Status::Running || self.paused {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", self.id)));
+        }
+        self.runsc.pause(&self.id).await?;
+        self.paused = true;
+        Ok(())
+    }
+
+    pub async fn resume(&mut self) -> Result<()> {
+        if !self.paused {
+            return Err(Error::FailedPrecondition(format!("container {} is not paused", self.id)));
+        }
+        self.runsc.resume(&self.id).await?;
+        self.paused = false;
+        Ok(())
+    }
+
+    pub async fn stats(&self) -> Result<crate::stats::Stats> {
+        if self.init.status != Status::Running {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", self.id)));
+        }
+        crate::stats::parse(&self.runsc.stats(&self.id).await?)
+    }
+
     pub fn add_exec(&mut self, exec_id: &str, stdio: StdioPaths, spec: Vec<u8>) -> Result<()> {
         if self.execs.contains_key(exec_id) {
             return Err(Error::AlreadyExists(format!("exec {exec_id} already exists in {}", self.id)));
         }
         if self.init.status != Status::Running {
             return Err(Error::FailedPrecondition(format!("container {} is not running", self.id)));
+        }
+        if self.paused {
+            return Err(Error::FailedPrecondition(format!("container {} is paused", self.id)));
         }
         self.execs.insert(exec_id.to_string(), Exec { process: Process::new(stdio), spec });
         Ok(())

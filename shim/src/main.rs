@@ -9,6 +9,7 @@ mod reaper;
 mod runsc;
 mod service;
 mod spec;
+mod stats;
 mod stdio;
 mod task;
 

@@ -179,6 +179,19 @@ impl Runsc {
         }
     }
 
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        self.run("pause", vec!["pause".into(), id.into()], None).await.map(drop)
+    }
+
+    pub async fn resume(&self, id: &str) -> Result<()> {
+        self.run("resume", vec!["resume".into(), id.into()], None).await.map(drop)
+    }
+
+    /// The sandbox's resource usage, as runsc's one stats event (JSON).
+    pub async fn stats(&self, id: &str) -> Result<String> {
+        self.run("events", vec!["events".into(), "--stats".into(), id.into()], None).await
+    }
+
     /// Pids inside the sandbox (1, 2, ...), not host pids.
     pub async fn ps(&self, id: &str) -> Result<Vec<u32>> {
         let out = self.run("ps", vec!["ps".into(), "--format=json".into(), id.into()], None).await?;
@@ -289,9 +302,10 @@ fn log_len(log: &Path) -> u64 {
     std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
 }
 
-/// runsc's words for "the sandbox or container is already gone".
+/// runsc's words for "the sandbox or container is already gone". A refused connection to the
+/// control server means the sandbox is exiting: a second kill racing the first one's exit sees it.
 pub fn is_gone(message: &str) -> bool {
-    ["sandbox is not running", "does not exist", "not found", "no such file"]
+    ["sandbox is not running", "does not exist", "not found", "no such file", "connecting to control server"]
         .iter()
         .any(|s| message.contains(s))
 }
@@ -425,6 +439,7 @@ mod tests {
     fn gone_sandbox_is_recognised() {
         assert!(is_gone("sandbox is not running"));
         assert!(is_gone("loading container \"x\": file does not exist"));
+        assert!(is_gone("signaling container \"x\": connecting to control server at PID 7: connection refused"));
         assert!(!is_gone("permission denied"));
     }
 

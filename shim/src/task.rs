@@ -9,7 +9,10 @@ use containerd_shim::{
     asynchronous::{publisher::RemotePublisher, ExitSignal},
     event::Event,
     protos::{
-        events::task::{TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart},
+        cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat},
+        events::task::{
+            TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused, TaskResumed, TaskStart,
+        },
         protobuf::{well_known_types::timestamp::Timestamp, MessageField},
         shim_async::Task,
         ttrpc::{self, r#async::TtrpcContext},
@@ -225,6 +228,7 @@ impl TaskService {
         let p = c.process(&req.exec_id)?;
         let status = match p.status {
             Status::Created => ApiStatus::CREATED,
+            Status::Running if c.paused => ApiStatus::PAUSED,
             Status::Running => ApiStatus::RUNNING,
             Status::Stopped => ApiStatus::STOPPED,
         };
@@ -335,6 +339,50 @@ impl TaskService {
         })
     }
 
+    pub async fn task_pause(&self, req: api::PauseRequest) -> Result<()> {
+        let shared = self.get(&req.id).await?;
+        shared.lock().await.pause().await?;
+        self.events.send(TaskPaused { container_id: req.id, ..Default::default() }).await;
+        Ok(())
+    }
+
+    pub async fn task_resume(&self, req: api::ResumeRequest) -> Result<()> {
+        let shared = self.get(&req.id).await?;
+        shared.lock().await.resume().await?;
+        self.events.send(TaskResumed { container_id: req.id, ..Default::default() }).await;
+        Ok(())
+    }
+
+    /// runsc's numbers in containerd's cgroup v1 metrics type, which `ctr task metrics` reads.
+    pub async fn task_stats(&self, req: api::StatsRequest) -> Result<api::StatsResponse> {
+        let shared = self.get(&req.id).await?;
+        let s = shared.lock().await.stats().await?;
+        let mut m = Metrics::new();
+        m.cpu = MessageField::some(CPUStat {
+            usage: MessageField::some(CPUUsage {
+                total: s.cpu.usage.total,
+                kernel: s.cpu.usage.kernel,
+                user: s.cpu.usage.user,
+                per_cpu: s.cpu.usage.percpu,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let entry = |e: &crate::stats::MemoryEntry| {
+            MessageField::some(MemoryEntry { limit: e.limit, usage: e.usage, max: e.max, failcnt: e.failcnt, ..Default::default() })
+        };
+        m.memory = MessageField::some(MemoryStat {
+            cache: s.memory.cache,
+            usage: entry(&s.memory.usage),
+            swap: entry(&s.memory.swap),
+            kernel: entry(&s.memory.kernel),
+            ..Default::default()
+        });
+        m.pids = MessageField::some(PidsStat { current: s.pids.current, limit: s.pids.limit, ..Default::default() });
+        let any = containerd_shim::util::convert_to_any(Box::new(m)).map_err(|e| Error::Other(format!("encode metrics: {e}")))?;
+        Ok(api::StatsResponse { stats: MessageField::some(any), ..Default::default() })
+    }
+
     pub async fn task_shutdown(&self) -> Result<()> {
         if self.containers.lock().await.is_empty() {
             self.exit.signal();
@@ -386,11 +434,13 @@ impl Task for TaskService {
         self.task_shutdown().await?;
         Ok(Empty::new())
     }
-    async fn pause(&self, _: &TtrpcContext, _: api::PauseRequest) -> ttrpc::Result<Empty> {
-        unimplemented("Pause")
+    async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<Empty> {
+        self.task_pause(req).await?;
+        Ok(Empty::new())
     }
-    async fn resume(&self, _: &TtrpcContext, _: api::ResumeRequest) -> ttrpc::Result<Empty> {
-        unimplemented("Resume")
+    async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<Empty> {
+        self.task_resume(req).await?;
+        Ok(Empty::new())
     }
     async fn checkpoint(&self, _: &TtrpcContext, _: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {
         unimplemented("Checkpoint")
@@ -401,7 +451,7 @@ impl Task for TaskService {
     async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
         unimplemented("Update")
     }
-    async fn stats(&self, _: &TtrpcContext, _: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
-        unimplemented("Stats")
+    async fn stats(&self, _: &TtrpcContext, req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
+        Ok(self.task_stats(req).await?)
     }
 }

@@ -69,3 +69,17 @@ fn nix_kill(pid: u32, sig: i32) {
     let r = run_cmd(std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()), None);
     assert_eq!(r.code, 0, "kill -{sig} {pid}: {}", r.stderr);
 }
+
+#[test]
+fn force_delete_right_after_a_kill_succeeds() {
+    // The second kill (rm -f kills again) can reach a sandbox whose control server is already
+    // gone while its exit is still on the way: that is "already exiting", not a failure.
+    for _ in 0..5 {
+        let c = Container::new("faultkillrm");
+        c.start(BUSYBOX, &["--annotation", "io.beta9.sandbox.keepalive=true"], &["true"]);
+        let k = c.task(&["kill", "-s", "SIGKILL", &c.id]);
+        assert_eq!(k.code, 0, "{}", k.stderr);
+        let rm = c.task(&["rm", "-f", &c.id]);
+        assert_eq!(rm.code, 0, "task rm -f right after kill: {}", rm.stderr);
+    }
+}
