@@ -67,6 +67,12 @@ impl Children {
     pub fn spawn_workload(&self, argv: &[String]) -> io::Result<i32> {
         let pid = self.spawn(argv, Detach::Group, None)?;
         self.lock().workload = Some(pid);
+        // On a terminal (ctr run -t) the workload's group must own it, or its first read
+        // stops it with SIGTTIN; SIGCONT in case that already happened.
+        let stdin = std::io::stdin();
+        if nix::unistd::isatty(&stdin).unwrap_or(false) && nix::unistd::tcsetpgrp(&stdin, Pid::from_raw(pid)).is_ok() {
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGCONT);
+        }
         Ok(pid)
     }
 

@@ -146,10 +146,11 @@ impl Container {
             std::fs::write(cfg.bundle.join(RUNSC_RECORD), serde_json::to_vec(&record).unwrap_or_default())
                 .map_err(Error::io("record how runsc is called"))?;
             std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
-            let (child_stdio, io) = ProcessIo::open(&cfg.stdio)?;
+            let (child_stdio, mut io) = ProcessIo::open(&cfg.stdio)?;
             let mark = Reaper::get().mark();
             let pid_file = cfg.bundle.join(INIT_PID);
             runsc.create(&cfg.id, &cfg.bundle, &pid_file, child_stdio).await?;
+            io.attach_console().await?;
             let pid = read_pid(&pid_file)?;
             Ok::<_, Error>((pid, Reaper::get().watch(pid as i32, mark), io))
         }
@@ -249,11 +250,12 @@ impl Container {
         let exec = self.exec_mut(exec_id)?;
         exec.process.can_start()?;
         std::fs::write(&spec_file, &exec.spec).map_err(Error::io("write the exec's process spec"))?;
-        let (child_stdio, io) = ProcessIo::open(&exec.process.stdio)?;
+        let (child_stdio, mut io) = ProcessIo::open(&exec.process.stdio)?;
         let mark = Reaper::get().mark();
         let started = self.runsc.exec(&self.id, &spec_file, &pid_file, &ipid_file, child_stdio).await;
         let _ = std::fs::remove_file(&spec_file);
         started?;
+        io.attach_console().await?;
         let pid = read_pid(&pid_file)?;
         let internal = read_pid(&ipid_file).ok();
         let _ = (std::fs::remove_file(&pid_file), std::fs::remove_file(&ipid_file));

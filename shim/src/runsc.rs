@@ -108,16 +108,18 @@ impl RunscFlags {
     }
 }
 
-/// The container's stdio as runsc create/exec hand it to the process.
+/// The container's stdio as runsc create/exec hand it to the process: pipes, or a terminal
+/// whose master runsc sends to the console socket.
 pub struct ProcessStdio {
     pub stdin: Stdio,
     pub stdout: Stdio,
     pub stderr: Stdio,
+    pub console_socket: Option<PathBuf>,
 }
 
 impl ProcessStdio {
     pub fn null() -> Self {
-        ProcessStdio { stdin: Stdio::null(), stdout: Stdio::null(), stderr: Stdio::null() }
+        ProcessStdio { stdin: Stdio::null(), stdout: Stdio::null(), stderr: Stdio::null(), console_socket: None }
     }
 }
 
@@ -133,7 +135,11 @@ impl Runsc {
     }
 
     pub async fn create(&self, id: &str, bundle: &Path, pid_file: &Path, stdio: ProcessStdio) -> Result<()> {
-        let args = vec!["create".into(), "--bundle".into(), bundle.into(), "--pid-file".into(), pid_file.into(), id.into()];
+        let mut args: Vec<OsString> = vec!["create".into(), "--bundle".into(), bundle.into(), "--pid-file".into(), pid_file.into()];
+        if let Some(socket) = &stdio.console_socket {
+            args.extend(["--console-socket".into(), socket.into()]);
+        }
+        args.push(id.into());
         self.run("create", args, Some(stdio)).await.map(drop)
     }
 
@@ -153,6 +159,9 @@ impl Runsc {
     ) -> Result<()> {
         let mut a: Vec<OsString> = vec!["exec".into(), "--detach".into(), "--process".into(), process.into()];
         a.extend(["--pid-file".into(), pid_file.into(), "--internal-pid-file".into(), internal_pid_file.into()]);
+        if let Some(socket) = &stdio.console_socket {
+            a.extend(["--console-socket".into(), socket.into()]);
+        }
         a.push(id.into());
         self.run("exec", a, Some(stdio)).await.map(drop)
     }

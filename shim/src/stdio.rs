@@ -46,6 +46,23 @@ pub struct ProcessIo {
     /// Ends the stdin copy, closing the process's stdin.
     stdin_stop: Mutex<Option<oneshot::Sender<()>>>,
     cancel: Option<watch::Sender<bool>>,
+    /// A terminal: the socket runsc sends its master to, then the master itself.
+    console: Option<Console>,
+    master: Option<std::sync::Arc<OwnedFd>>,
+    paths: StdioPaths,
+}
+
+/// Where runsc sends a terminal's master (`--console-socket`). Short path: unix sockets end at
+/// 108 bytes, and bundle paths with 64-character ids are longer.
+struct Console {
+    path: std::path::PathBuf,
+    listener: tokio::net::UnixListener,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 enum Target {
@@ -79,7 +96,17 @@ impl ProcessIo {
     /// Makes the pipes for `paths` and starts copying. Returns what runsc hands the process.
     pub fn open(paths: &StdioPaths) -> Result<(ProcessStdio, ProcessIo)> {
         if paths.terminal {
-            return Err(Error::Unimplemented("terminals (ctr -t) are not supported yet".into()));
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = std::env::temp_dir().join(format!("beta9-console-{}-{n}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path).map_err(Error::io(format!("bind {}", path.display())))?;
+            let mut stdio = ProcessStdio::null();
+            stdio.console_socket = Some(path.clone());
+            let mut io = ProcessIo::default();
+            io.console = Some(Console { path, listener });
+            io.paths = paths.clone();
+            return Ok((stdio, io));
         }
         let (cancel, cancelled) = watch::channel(false);
         let mut io = ProcessIo::default();
@@ -104,8 +131,17 @@ impl ProcessIo {
     }
 
     fn output(&mut self, path: &str, cancelled: watch::Receiver<bool>) -> Result<ChildStdio> {
+        let Some(to) = self.writer(path)? else { return Ok(ChildStdio::null()) };
+        let (r, w) = pipe_pair()?;
+        let from = pipe::Receiver::from_owned_fd(r).map_err(Error::io("output pipe"))?;
+        self.outputs.push(tokio::spawn(copy(from, to, cancelled)));
+        Ok(ChildStdio::from(w))
+    }
+
+    /// Where an output goes, opened without blocking; `None` for nowhere.
+    fn writer(&self, path: &str) -> Result<Option<Box<dyn AsyncWrite + Send + Unpin>>> {
         let to: Box<dyn AsyncWrite + Send + Unpin> = match target(path)? {
-            Target::None => return Ok(ChildStdio::null()),
+            Target::None => return Ok(None),
             Target::File(file) => {
                 if let Some(dir) = Path::new(&file).parent() {
                     std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
@@ -120,10 +156,46 @@ impl ProcessIo {
                 Box::new(HeldSender(pipe::Sender::from_file(w).map_err(Error::io("stdout fifo"))?, hold))
             }
         };
-        let (r, w) = pipe_pair()?;
-        let from = pipe::Receiver::from_owned_fd(r).map_err(Error::io("output pipe"))?;
-        self.outputs.push(tokio::spawn(copy(from, to, cancelled)));
-        Ok(ChildStdio::from(w))
+        Ok(Some(to))
+    }
+
+    /// For a terminal, once runsc ran: takes the master runsc sent and copies between it and
+    /// the client's fifos. Nothing to do for pipes.
+    pub async fn attach_console(&mut self) -> Result<()> {
+        let Some(console) = self.console.take() else { return Ok(()) };
+        let master = receive_master(&console).await?;
+        let master = std::sync::Arc::new(master);
+        let (cancel, cancelled) = watch::channel(false);
+        self.cancel = Some(cancel);
+        if let Target::Fifo(path) = target(&self.paths.stdin)? {
+            let to = master.try_clone().map_err(Error::io("dup the terminal"))?;
+            let (stop, stopped) = oneshot::channel();
+            *self.stdin_stop.lock().unwrap() = Some(stop);
+            tokio::spawn(copy_stdin(path, TerminalWriter::new(to)?, stopped));
+        }
+        let from = master.try_clone().map_err(Error::io("dup the terminal"))?;
+        let out = self.paths.stdout.clone();
+        if let Ok(to) = self.writer(&out) {
+            if let Some(to) = to {
+                self.outputs.push(tokio::spawn(copy(TerminalReader::new(from)?, to, cancelled)));
+            }
+        }
+        self.master = Some(master);
+        Ok(())
+    }
+
+    /// ResizePty: the terminal's window size, which also signals SIGWINCH inside.
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        let Some(master) = &self.master else {
+            return Err(Error::FailedPrecondition("the process has no terminal".into()));
+        };
+        let ws = libc::winsize { ws_row: height as u16, ws_col: width as u16, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the call.
+        let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&**master), libc::TIOCSWINSZ, &ws) };
+        if r < 0 {
+            return Err(Error::io("resize the terminal")(std::io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     /// CloseIO: the process reads EOF on stdin.
@@ -165,7 +237,7 @@ impl Drop for ProcessIo {
 /// The open blocks until the client opens its end, so it runs on a thread of its own (never the
 /// runtime's blocking pool, which the shim would wait for on exit); `stop` releases it by
 /// briefly becoming that writer, retrying until the thread has really entered its open.
-async fn copy_stdin(path: String, mut to: pipe::Sender, stop: oneshot::Receiver<()>) {
+async fn copy_stdin<W: AsyncWrite + Unpin>(path: String, mut to: W, stop: oneshot::Receiver<()>) {
     let (opened_tx, mut opened) = oneshot::channel();
     let p = path.clone();
     std::thread::spawn(move || {
@@ -210,7 +282,7 @@ async fn copy_stdin(path: String, mut to: pipe::Sender, stop: oneshot::Receiver<
 
 /// CloseIO means the client wrote all it will: deliver what is already in the fifo, reading
 /// directly (a freshly registered tokio pipe reports nothing ready until the reactor polls).
-async fn drain(mut fifo: File, to: &mut pipe::Sender) {
+async fn drain<W: AsyncWrite + Unpin>(mut fifo: File, to: &mut W) {
     use std::io::Read;
     let flags = nix::fcntl::fcntl(&fifo, nix::fcntl::FcntlArg::F_GETFL).unwrap_or(0);
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
@@ -223,6 +295,118 @@ async fn drain(mut fifo: File, to: &mut pipe::Sender) {
             break;
         }
     }
+}
+
+/// Accepts runsc's connection on the console socket and takes the master it sends.
+async fn receive_master(console: &Console) -> Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let accepted = tokio::time::timeout(Duration::from_secs(10), console.listener.accept()).await;
+    let (stream, _) = accepted
+        .map_err(|_| Error::Other("runsc did not send the terminal".into()))?
+        .map_err(Error::io("accept on the console socket"))?;
+    let stream = stream.into_std().map_err(Error::io("console socket"))?;
+    stream.set_nonblocking(false).map_err(Error::io("console socket"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(Error::io("console socket"))?;
+    let fd = tokio::task::spawn_blocking(move || -> Result<OwnedFd> {
+        let mut buf = [0u8; 256];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(|e| Error::io("receive the terminal")(e.into()))?;
+        for c in msg.cmsgs().map_err(|e| Error::io("receive the terminal")(e.into()))? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                if let Some(&fd) = fds.first() {
+                    // SAFETY: the kernel just gave us this descriptor; nobody else owns it.
+                    return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        Err(Error::Other("runsc's console message carried no terminal".into()))
+    })
+    .await
+    .map_err(|e| Error::Other(format!("receive the terminal: {e}")))??;
+    Ok(fd)
+}
+
+/// A terminal master as an async reader: `EIO` once every process holding the other side has
+/// gone is its end of file.
+struct TerminalReader(tokio::io::unix::AsyncFd<File>);
+
+impl TerminalReader {
+    fn new(fd: OwnedFd) -> Result<Self> {
+        set_nonblocking(&fd)?;
+        Ok(TerminalReader(register(fd)?))
+    }
+}
+
+impl AsyncRead for TerminalReader {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::io::Read;
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|f| f.get_ref().read(unfilled)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return std::task::Poll::Ready(Ok(())),
+                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// A terminal master as an async writer.
+struct TerminalWriter(tokio::io::unix::AsyncFd<File>);
+
+impl TerminalWriter {
+    fn new(fd: OwnedFd) -> Result<Self> {
+        set_nonblocking(&fd)?;
+        Ok(TerminalWriter(register(fd)?))
+    }
+}
+
+impl AsyncWrite for TerminalWriter {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::io::Write;
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
+            match guard.try_io(|f| f.get_ref().write(buf)) {
+                Ok(r) => return std::task::Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+fn register(fd: OwnedFd) -> Result<tokio::io::unix::AsyncFd<File>> {
+    // SAFETY: the AsyncFd owns the File, so the descriptor stays open while it is registered.
+    unsafe { tokio::io::unix::AsyncFd::register(File::from(fd)) }
+        .map_err(|_| Error::Other("cannot register the terminal with the reactor".into()))
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| Error::io("fcntl")(e.into()))?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(|e| Error::io("fcntl")(e.into()))?;
+    Ok(())
 }
 
 /// A fifo writer that keeps the shim's own (never read) reader open as long as it lives.
@@ -313,5 +497,42 @@ mod tests {
 
         let bad = StdioPaths { stdout: "binary:///usr/bin/logger".into(), ..Default::default() };
         assert!(ProcessIo::open(&bad).err().unwrap().to_string().contains("binary://"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn terminal_master_arrives_on_the_console_socket_and_can_be_resized() {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let stdout = mkfifo(dir.path(), "out");
+        let paths = StdioPaths { stdout: stdout.clone(), terminal: true, ..Default::default() };
+        let (child_stdio, mut io) = ProcessIo::open(&paths).unwrap();
+        let socket = child_stdio.console_socket.clone().expect("a console socket for runsc");
+        // What runsc does: send the master of a new pty over the socket.
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let fds = [pty.master.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(b"console")];
+        sendmsg::<()>(conn.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None).unwrap();
+        io.attach_console().await.unwrap();
+        // The shim holds the fifo's writer now, so the client's open does not block.
+        let mut client_out = std::fs::File::open(&stdout).unwrap();
+        assert!(!socket.exists(), "the console socket is removed once used");
+
+        io.resize(100, 30).unwrap();
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ fills a winsize struct that lives for the call.
+        unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+        assert_eq!((ws.ws_col, ws.ws_row), (100, 30));
+
+        // The process writes to its side of the terminal; the client reads it from its fifo.
+        let mut slave = std::fs::File::from(pty.slave);
+        slave.write_all(b"hi\n").unwrap();
+        drop(slave);
+        drop(pty.master);
+        io.finish().await;
+        let mut got = String::new();
+        client_out.read_to_string(&mut got).unwrap();
+        assert_eq!(got.replace('\r', ""), "hi\n");
     }
 }

@@ -295,9 +295,6 @@ impl TaskService {
         let shared = self.get(&req.id).await?;
         let spec = req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default();
         let stdio = StdioPaths { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
-        if stdio.terminal {
-            return Err(Error::Unimplemented("exec with a terminal (-t) is not supported yet".into()));
-        }
         shared.lock().await.add_exec(&req.exec_id, stdio, spec)?;
         self.events
             .send(TaskExecAdded { container_id: req.id, exec_id: req.exec_id, ..Default::default() })
@@ -445,8 +442,10 @@ impl Task for TaskService {
     async fn checkpoint(&self, _: &TtrpcContext, _: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {
         unimplemented("Checkpoint")
     }
-    async fn resize_pty(&self, _: &TtrpcContext, _: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
-        unimplemented("ResizePty")
+    async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
+        let shared = self.get(&req.id).await?;
+        shared.lock().await.process(&req.exec_id)?.io.resize(req.width, req.height)?;
+        Ok(Empty::new())
     }
     async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
         unimplemented("Update")
