@@ -388,10 +388,6 @@ impl TaskService {
     }
 }
 
-fn unimplemented<T>(what: &str) -> ttrpc::Result<T> {
-    Err(Error::Unimplemented(format!("{what} is not implemented by the beta9 sandbox shim yet")).into())
-}
-
 #[async_trait]
 impl Task for TaskService {
     async fn create(&self, _: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
@@ -440,7 +436,10 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
     async fn checkpoint(&self, _: &TtrpcContext, _: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {
-        unimplemented("Checkpoint")
+        Err(Error::Unimplemented(
+            "Checkpoint is not supported by the beta9 sandbox shim: runsc's checkpoint is experimental and restores need the same runsc and host".into(),
+        )
+        .into())
     }
     async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
         let shared = self.get(&req.id).await?;
@@ -448,7 +447,8 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
     async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        unimplemented("Update")
+        // runsc has no update command, and under --ignore-cgroups no limit is applied by cgroups.
+        Err(Error::Unimplemented("Update is not supported: runsc cannot change a running sandbox's resources".into()).into())
     }
     async fn stats(&self, _: &TtrpcContext, req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
         Ok(self.task_stats(req).await?)
