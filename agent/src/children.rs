@@ -65,8 +65,15 @@ impl Children {
 
     /// Spawns the workload; its exit decides the agent's own.
     pub fn spawn_workload(&self, argv: &[String]) -> io::Result<i32> {
-        let pid = self.spawn(argv, Detach::Group, None)?;
-        self.lock().workload = Some(pid);
+        // Recorded as the workload under the same lock as the spawn: the reaping loop must never
+        // see its exit before knowing whose it is.
+        let pid = {
+            let mut inner = self.lock();
+            let pid = spawn(argv, Detach::Group, None)?;
+            inner.exits.insert(pid, None);
+            inner.workload = Some(pid);
+            pid
+        };
         // On a terminal (ctr run -t) the workload's group must own it, or its first read
         // stops it with SIGTTIN; SIGCONT in case that already happened.
         let stdin = std::io::stdin();
@@ -227,6 +234,10 @@ fn spawn(argv: &[String], detach: Detach, output: Option<RawFd>) -> io::Result<i
     default.add(Signal::SIGPIPE);
     attr.set_sigdefault(&default)?;
     let mut actions = PosixSpawnFileActions::init()?;
+    if detach == Detach::Session {
+        // Daemons and helpers must not hold the workload's stdin (a terminal, or a client's pipe).
+        actions.add_open(0, "/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())?;
+    }
     if let Some(fd) = output {
         actions.add_dup2(fd, 1)?;
         actions.add_dup2(fd, 2)?;

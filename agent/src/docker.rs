@@ -47,6 +47,8 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A daemon that stayed ready this long crashed anew: its next restart is not delayed further.
 const STABLE: Duration = Duration::from_secs(60);
+/// How long a helper (the iptables probe) may take.
+const HELPER_LIMIT: Duration = Duration::from_secs(10);
 /// How long dockerd gets to stop its containers when the sandbox stops.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -118,7 +120,11 @@ impl Supervisor {
             let started = Instant::now();
             let (pid, drained) = match self.launch(&args) {
                 Ok(l) => l,
-                Err(e) => return self.fail(format!("cannot start dockerd: {e}")),
+                Err(e) => {
+                    self.fail(format!("cannot start dockerd: {e}"));
+                    self.start_workload(&mut workload);
+                    return;
+                }
             };
             let code = match self.wait_ready(pid) {
                 Outcome::Stopping => return,
@@ -134,11 +140,13 @@ impl Supervisor {
                 }
                 Outcome::Exited(code) => code,
             };
+            self.children.forget(pid);
+            // What dockerd left in its process group goes; its containerd, in a session of its
+            // own, holds dockerd's output pipe too, so it goes before the output is drained.
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+            self.kill_leftover_containerd();
             // Its output may still be in the pipe: take it before quoting the tail.
             let _ = drained.recv_timeout(Duration::from_secs(1));
-            self.children.forget(pid);
-            // Helpers dockerd left in its session (containerd without a death signal) go too.
-            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
             if self.stopping() {
                 return;
             }
@@ -164,7 +172,6 @@ impl Supervisor {
             if self.sleep(backoff) {
                 return;
             }
-            self.kill_leftover_containerd();
             self.forget_networks();
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
@@ -293,16 +300,29 @@ impl Supervisor {
         result
     }
 
-    /// Runs a short helper to completion; returns its exit code and combined output.
+    /// Runs a short helper to completion; returns its exit code and combined output. One that
+    /// hangs (`iptables -w` on a held lock) is killed at `HELPER_LIMIT`.
     fn run_helper(&self, argv: &[String]) -> io::Result<(i32, String)> {
         let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
         let pid = self.children.spawn(argv, Detach::Session, Some(std::os::fd::AsRawFd::as_raw_fd(&w)))?;
         drop(w);
-        let mut out = String::new();
-        let _ = File::from(r).take(64 << 10).read_to_string(&mut out);
-        let code = self.children.wait(pid, Duration::from_secs(30));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = File::from(r).take(64 << 10).read_to_string(&mut out);
+            let _ = tx.send(out);
+        });
+        let code = self.children.wait(pid, HELPER_LIMIT);
+        if code.is_none() {
+            // A session leader: its group goes with it, and so does the pipe's last writer.
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        }
+        let out = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
         self.children.forget(pid);
-        Ok((code.unwrap_or(-1), out))
+        match code {
+            Some(code) => Ok((code, out)),
+            None => Err(io::Error::new(io::ErrorKind::TimedOut, format!("{} did not finish within {HELPER_LIMIT:?}", argv[0]))),
+        }
     }
 
     /// Starts dockerd in its own session with its output going to the log; returns its pid and

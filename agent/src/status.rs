@@ -6,20 +6,26 @@ use std::{
     io::{self, BufRead, BufReader, Read, Write},
     os::linux::net::SocketAddrExt,
     os::unix::net::{SocketAddr, UnixListener, UnixStream},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Condvar, Mutex, MutexGuard,
+    },
     time::{Duration, Instant},
 };
 
 use crate::say;
 
-/// An abstract socket: nothing on the image's filesystem, unreachable from nested containers
-/// (they have network namespaces of their own), reachable by `runsc exec` into the sandbox.
+/// An abstract socket: nothing on the image's filesystem, reachable by `runsc exec` into the
+/// sandbox and by what shares its network namespace (nested containers only with --network
+/// host). It only tells the daemon's state.
 const SOCKET_NAME: &[u8] = b"beta9-sandbox-agent";
 /// Lines of dockerd's output kept in memory for status and error messages.
 pub const TAIL_LINES: usize = 40;
 /// Of those, the ones `agent status` shows.
 const SHOWN_LINES: usize = 15;
 const TAIL_LINE_MAX: usize = 400;
+/// Status requests answered at once; more are dropped.
+const MAX_CONNECTIONS: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -149,10 +155,26 @@ fn address() -> io::Result<SocketAddr> {
 /// Serves status requests on the sandbox's agent socket, each on its own thread.
 pub fn serve(status: Arc<Status>) -> io::Result<()> {
     let listener = UnixListener::bind_addr(&address()?)?;
+    static OPEN: AtomicUsize = AtomicUsize::new(0);
     std::thread::Builder::new().name("status".into()).spawn(move || {
-        for conn in listener.incoming().flatten() {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else {
+                // Out of descriptors, say: wait for some to close rather than spin in PID 1.
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            if OPEN.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                OPEN.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
             let status = status.clone();
-            let _ = std::thread::Builder::new().name("status-conn".into()).spawn(move || answer(conn, &status));
+            let spawned = std::thread::Builder::new().name("status-conn".into()).spawn(move || {
+                answer(conn, &status);
+                OPEN.fetch_sub(1, Ordering::SeqCst);
+            });
+            if spawned.is_err() {
+                OPEN.fetch_sub(1, Ordering::SeqCst);
+            }
         }
     })?;
     Ok(())

@@ -109,13 +109,21 @@ fn boolean(key: &str, value: &str) -> Result<bool> {
     }
 }
 
-/// A Go-style duration (`60s`, `1m30s`, `500ms`, `0s`).
+/// The longest Docker wait: Start holds a client's request that long.
+pub const MAX_DOCKER_WAIT: Duration = Duration::from_secs(3600);
+
+/// A Go-style duration (`60s`, `1m30s`, `500ms`, `0s`), at most `MAX_DOCKER_WAIT`.
 fn duration(key: &str, value: &str) -> Result<Duration> {
-    humantime::parse_duration(value.trim()).map_err(|e| {
+    let bad = |why: String| {
         Error::InvalidArgument(format!(
-            "annotation {key}={value:?} is not valid ({e}); accepted values: a duration such as 60s, 1m30s, 500ms, or 0s for no wait"
+            "annotation {key}={value:?} is not valid ({why}); accepted values: a duration up to 1h such as 60s, 1m30s, 500ms, or 0s for no wait"
         ))
-    })
+    };
+    let d = humantime::parse_duration(value.trim()).map_err(|e| bad(e.to_string()))?;
+    if d > MAX_DOCKER_WAIT {
+        return Err(bad("longer than 1h".into()));
+    }
+    Ok(d)
 }
 
 /// Arguments split like a shell would, quotes included.
@@ -199,6 +207,8 @@ mod tests {
         let e = parse(&[(DOCKER, "true"), (AGENT, "false")]).unwrap_err().to_string();
         assert!(e.contains(DOCKER) && e.contains(AGENT), "{e}");
         assert!(parse(&[(DOCKER, "1")]).unwrap_err().to_string().contains("true, false"));
+        let e = parse(&[(DOCKER, "true"), (DOCKER_WAIT, "18446744073709551615s")]).unwrap_err().to_string();
+        assert!(e.contains("longer than 1h"), "{e}");
     }
 
     #[test]

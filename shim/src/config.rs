@@ -16,8 +16,9 @@ use crate::{
 };
 
 pub const DEFAULT_PATH: &str = "/etc/containerd/beta9-sandbox.toml";
-/// runsc puts `<root>/<16 hex>/runsc-<id>.sock` there, and unix socket paths end at 108 bytes.
-const MAX_ROOT_LEN: usize = 32;
+/// runsc puts `<root>/<16 hex>/runsc-<id>.sock` there: with a 64-character CRI id that is the
+/// root plus 93 bytes, and a unix socket path has 107.
+const MAX_ROOT_LEN: usize = 14;
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -197,9 +198,14 @@ impl Config {
     }
 
     pub fn default_docker_wait(&self) -> Result<Duration> {
-        humantime::parse_duration(&self.docker.default_wait).map_err(|e| {
-            self.bad("[docker] default_wait", format!("{:?} is not a duration ({e}); e.g. 60s, 1m30s, 0s", self.docker.default_wait))
-        })
+        let bad = |why: String| {
+            self.bad("[docker] default_wait", format!("{:?} is not valid ({why}); a duration up to 1h, e.g. 60s, 1m30s, 0s", self.docker.default_wait))
+        };
+        let d = humantime::parse_duration(&self.docker.default_wait).map_err(|e| bad(e.to_string()))?;
+        if d > annotations::MAX_DOCKER_WAIT {
+            return Err(bad("longer than 1h".into()));
+        }
+        Ok(d)
     }
 }
 
@@ -295,6 +301,8 @@ mod tests {
             ("[runsc]\nroot = \"relative\"", "[runsc] root"),
             ("[runsc]\nextra_flags = [\"overlay2=none\"]", "[runsc] extra_flags"),
             ("[docker]\ndefault_wait = \"soon\"", "[docker] default_wait"),
+            ("[docker]\ndefault_wait = \"2h\"", "[docker] default_wait"),
+            ("[runsc]\nroot = \"/run/a/long/runsc/root\"", "[runsc] root"),
             ("[docker]\ntmpfs_size = \"lots\"", "[docker] tmpfs_size"),
             ("[agent]\nbinary = \"agent\"", "[agent] binary"),
             ("[policy]\nallow_docker = \"no\"", "allow_docker"),

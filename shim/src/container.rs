@@ -194,7 +194,7 @@ impl Container {
         let args = [spec::AGENT_PATH, "status", "--wait", &secs];
         let query = runsc.exec_output(id, &args);
         // The agent answers by itself at `wait`; this bound only covers a sandbox that hangs.
-        match tokio::time::timeout(wait + Duration::from_secs(10), query).await {
+        match tokio::time::timeout(wait.saturating_add(Duration::from_secs(10)), query).await {
             Err(_) => Err(Error::DeadlineExceeded(format!("dockerd did not answer within {wait:?} (the agent did not reply)"))),
             Ok(Err(e)) => Err(e),
             Ok(Ok((0, _))) => Ok(()),
@@ -255,10 +255,18 @@ impl Container {
         let started = self.runsc.exec(&self.id, &spec_file, &pid_file, &ipid_file, child_stdio).await;
         let _ = std::fs::remove_file(&spec_file);
         started?;
-        io.attach_console().await?;
-        let pid = read_pid(&pid_file)?;
+        let attached = io.attach_console().await;
+        let pid = read_pid(&pid_file);
         let internal = read_pid(&ipid_file).ok();
         let _ = (std::fs::remove_file(&pid_file), std::fs::remove_file(&ipid_file));
+        if let Err(e) = attached {
+            // Running without its terminal: nobody could talk to it, so it goes.
+            if let Some(internal) = internal {
+                let _ = self.runsc.kill(&self.id, libc::SIGKILL as u32, false, Some(internal)).await;
+            }
+            return Err(e);
+        }
+        let pid = pid?;
         let exit = Reaper::get().watch(pid as i32, mark);
         let exec = self.exec_mut(exec_id)?;
         exec.process.pid = pid;
@@ -301,6 +309,10 @@ impl Container {
             }
             Status::Created => Ok(Some(self.process_mut(exec_id)?.set_exited(128 + signal as i32))),
             Status::Running => {
+                // runsc refuses to signal a paused sandbox; runc's shim kills paused tasks.
+                if self.paused {
+                    self.resume().await?;
+                }
                 let pid = if exec_id.is_empty() { None } else { internal };
                 match self.runsc.kill(&self.id, signal, all && exec_id.is_empty(), pid).await {
                     // Already exiting: its exit is on its way.

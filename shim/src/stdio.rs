@@ -175,10 +175,8 @@ impl ProcessIo {
         }
         let from = master.try_clone().map_err(Error::io("dup the terminal"))?;
         let out = self.paths.stdout.clone();
-        if let Ok(to) = self.writer(&out) {
-            if let Some(to) = to {
-                self.outputs.push(tokio::spawn(copy(TerminalReader::new(from)?, to, cancelled)));
-            }
+        if let Some(to) = self.writer(&out)? {
+            self.outputs.push(tokio::spawn(copy(TerminalReader::new(from)?, to, cancelled)));
         }
         self.master = Some(master);
         Ok(())

@@ -29,6 +29,12 @@ fn pause_freezes_the_sandbox_and_resume_thaws_it() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(c.status().as_deref(), Some("RUNNING"));
     assert!(eventually(Duration::from_secs(10), || lines(&c) > frozen + 2), "resumed sandbox should tick again");
+
+    // A paused task can still be killed, as with runc's shim (runsc itself refuses to signal it).
+    assert_eq!(c.task(&["pause", &c.id]).code, 0);
+    let k = c.task(&["kill", "-s", "SIGKILL", &c.id]);
+    assert_eq!(k.code, 0, "kill of a paused task: {}", k.stderr);
+    assert_eq!(c.wait_exit(), 137);
 }
 
 #[test]
@@ -44,6 +50,6 @@ fn metrics_are_runscs_real_numbers() {
             .unwrap_or_else(|| panic!("no {name} in:\n{}", m.stdout))
     };
     assert!(value("memory.usage_in_bytes") > 0, "{}", m.stdout);
-    assert!(value("cpuacct.usage ") > 0 || value("cpuacct.usage") > 0, "{}", m.stdout);
+    assert!(value("cpuacct.usage ") > 0, "{}", m.stdout);
     assert!(value("pids.current") >= 2, "the agent and the workload: {}", m.stdout);
 }
