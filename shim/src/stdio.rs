@@ -171,12 +171,12 @@ impl ProcessIo {
             let to = master.try_clone().map_err(Error::io("dup the terminal"))?;
             let (stop, stopped) = oneshot::channel();
             *self.stdin_stop.lock().unwrap() = Some(stop);
-            tokio::spawn(copy_stdin(path, TerminalWriter::new(to)?, stopped));
+            tokio::spawn(copy_stdin(path, Terminal::new(to)?, stopped));
         }
         let from = master.try_clone().map_err(Error::io("dup the terminal"))?;
         let out = self.paths.stdout.clone();
         if let Some(to) = self.writer(&out)? {
-            self.outputs.push(tokio::spawn(copy(TerminalReader::new(from)?, to, cancelled)));
+            self.outputs.push(tokio::spawn(copy(Terminal::new(from)?, to, cancelled)));
         }
         self.master = Some(master);
         Ok(())
@@ -327,18 +327,21 @@ async fn receive_master(console: &Console) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// A terminal master as an async reader: `EIO` once every process holding the other side has
-/// gone is its end of file.
-struct TerminalReader(tokio::io::unix::AsyncFd<File>);
+/// A terminal master, read and written asynchronously (one per direction, each on its own dup).
+/// Reading it gives `EIO` once every process holding the other side has gone: its end of file.
+struct Terminal(tokio::io::unix::AsyncFd<File>);
 
-impl TerminalReader {
+impl Terminal {
     fn new(fd: OwnedFd) -> Result<Self> {
         set_nonblocking(&fd)?;
-        Ok(TerminalReader(register(fd)?))
+        // SAFETY: the AsyncFd owns the File, so the descriptor stays open while it is registered.
+        unsafe { tokio::io::unix::AsyncFd::register(File::from(fd)) }
+            .map(Terminal)
+            .map_err(|_| Error::Other("cannot register the terminal with the reactor".into()))
     }
 }
 
-impl AsyncRead for TerminalReader {
+impl AsyncRead for Terminal {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -361,17 +364,7 @@ impl AsyncRead for TerminalReader {
     }
 }
 
-/// A terminal master as an async writer.
-struct TerminalWriter(tokio::io::unix::AsyncFd<File>);
-
-impl TerminalWriter {
-    fn new(fd: OwnedFd) -> Result<Self> {
-        set_nonblocking(&fd)?;
-        Ok(TerminalWriter(register(fd)?))
-    }
-}
-
-impl AsyncWrite for TerminalWriter {
+impl AsyncWrite for Terminal {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -392,12 +385,6 @@ impl AsyncWrite for TerminalWriter {
     fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
-}
-
-fn register(fd: OwnedFd) -> Result<tokio::io::unix::AsyncFd<File>> {
-    // SAFETY: the AsyncFd owns the File, so the descriptor stays open while it is registered.
-    unsafe { tokio::io::unix::AsyncFd::register(File::from(fd)) }
-        .map_err(|_| Error::Other("cannot register the terminal with the reactor".into()))
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
