@@ -390,15 +390,10 @@ pub fn recorded_runsc(bundle: &Path) -> Option<RunscRecord> {
     serde_json::from_slice(&std::fs::read(bundle.join(RUNSC_RECORD)).ok()?).ok()
 }
 
-/// A program given as a path, or looked up on PATH like a shell would.
+/// A program given as a path, or looked up on the shim's PATH like a shell would.
 fn find_program(program: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    if program.components().count() > 1 {
-        return executable(program).then(|| program.to_path_buf());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| executable(p))
+    let path = std::env::var("PATH").unwrap_or_default();
+    spec::find_executable(Path::new("/"), &program.to_string_lossy(), &path, Path::new("/"))
 }
 
 /// The agent ships next to the shim's own executable.

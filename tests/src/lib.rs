@@ -41,6 +41,16 @@ pub struct Run {
     pub elapsed: Duration,
 }
 
+impl Run {
+    /// Asserts that the client was refused and that its error says every one of `words`.
+    pub fn assert_refused(&self, words: &[&str]) {
+        assert_ne!(self.code, 0, "should have been refused: {}{}", self.stdout, self.stderr);
+        for w in words {
+            assert!(self.stderr.contains(w), "the error should say {w:?}: {}", self.stderr);
+        }
+    }
+}
+
 pub fn run_cmd(cmd: &mut Command, stdin: Option<&str>) -> Run {
     let start = Instant::now();
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });

@@ -88,8 +88,7 @@ fn image_without_dockerd_is_refused() {
     let mut cmd = ctr();
     cmd.args(["run", "-d", "--runtime", RUNTIME, "--annotation", DOCKER, BUSYBOX, &c.id]);
     let r = run_cmd(&mut cmd, None);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("dockerd was not found in the image"), "{}", r.stderr);
+    r.assert_refused(&["dockerd was not found in the image"]);
 }
 
 #[test]
