@@ -15,7 +15,7 @@ trap 'hack/containerd.sh stop' EXIT
 hack/build-images.sh busybox debian
 log=$(mktemp)
 status=0
-CONTAINERD_ADDRESS=$CONTAINERD_ADDRESS cargo test --release --workspace "$@" 2>&1 | tee "$log" || status=$?
+CONTAINERD_ADDRESS=$CONTAINERD_ADDRESS cargo test --release --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 passed=$(grep -o '[0-9]\+ passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -o '[0-9]\+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 rm -f "$log"
