@@ -3,26 +3,31 @@
 # containerd. Cached: an image already imported is not built again.
 #   beta9/busybox:latest  busybox-static with its applets
 #   beta9/debian:latest   debootstrap minbase + python3 + docker.io, iptables (the Docker image)
+#   beta9/pause:latest    the pod sandbox image CRI runs first (busybox sleeping)
 #   $BETA9_CACHE/busybox-rootfs.tar  a busybox rootfs to `docker import` inside a Docker sandbox
-# Usage: hack/build-images.sh [busybox] [debian]
+# Each image goes to ctr's namespace `default` and to CRI's `k8s.io`.
+# Usage: hack/build-images.sh [busybox] [debian] [pause]
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-imported() { ctr_ images ls -q | grep -qx "$1"; }
+imported() { ctr_ images ls -q | grep -qx "$1" && ctr_ -n k8s.io images ls -q | grep -qx "$1"; }
 
 # Turns a root filesystem directory into an OCI archive and imports it as $name.
 import_rootfs() {
-    local name=$1 rootfs=$2 cmd=$3 work
+    local name=$1 rootfs=$2 work arg cmd=()
+    shift 2
+    for arg in "$@"; do cmd+=(--config.cmd "$arg"); done
     work=$(mktemp -d "$BETA9_CACHE/oci.XXXXXX")
     umoci init --layout "$work/layout"
     umoci new --image "$work/layout:latest"
     umoci unpack --rootless --image "$work/layout:latest" "$work/bundle" >/dev/null
     cp -a "$rootfs/." "$work/bundle/rootfs/"
     umoci repack --image "$work/layout:latest" "$work/bundle"
-    umoci config --image "$work/layout:latest" --config.cmd "$cmd" \
+    umoci config --image "$work/layout:latest" "${cmd[@]}" \
         --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
     tar -C "$work/layout" -cf "$work/image.tar" .
     ctr_ images import --base-name "docker.io/$name" "$work/image.tar" >/dev/null
+    ctr_ -n k8s.io images import --base-name "docker.io/$name" "$work/image.tar" >/dev/null
     rm -rf "$work"
     echo "build-images: imported docker.io/$name:latest"
 }
@@ -49,6 +54,14 @@ busybox() {
     local r; r=$(mktemp -d "$BETA9_CACHE/busybox.XXXXXX")
     busybox_rootfs "$r"
     import_rootfs beta9/busybox "$r" /bin/sh
+    rm -rf "$r"
+}
+
+pause() {
+    imported docker.io/beta9/pause:latest && return 0
+    local r; r=$(mktemp -d "$BETA9_CACHE/pause.XXXXXX")
+    busybox_rootfs "$r"
+    import_rootfs beta9/pause "$r" /bin/sleep 2147483647
     rm -rf "$r"
 }
 

@@ -27,22 +27,54 @@ start() {
     install_bins
     if running; then return 0; fi
     mkdir -p "$BETA9_DEV" "$BETA9_DEV_ROOT"
+    # CNI for pods with their own network namespace: a test plugin that only adds an eth0 (a veth pair)
+    # inside the pod's namespace (hack/cni/beta9-test-veth), so the host's network is never touched.
+    mkdir -p "$BETA9_DEV/cni/bin" "$BETA9_DEV/cni/conf"
+    install -m 0755 "$REPO/hack/cni/beta9-test-veth" "$BETA9_DEV/cni/bin/beta9-test-veth"
+    ln -sf /usr/lib/cni/loopback "$BETA9_DEV/cni/bin/loopback"
+    cat >"$BETA9_DEV/cni/conf/10-beta9-test-veth.conflist" <<JSON
+{"cniVersion": "0.4.0", "name": "beta9-test-veth", "plugins": [{"type": "beta9-test-veth"}]}
+JSON
     cat >"$BETA9_DEV/config.toml" <<TOML
 version = 2
 root = "$BETA9_DEV_ROOT/containerd"
 state = "$BETA9_DEV/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = "$CONTAINERD_ADDRESS"
 [ttrpc]
   address = "$CONTAINERD_ADDRESS.ttrpc"
+# Kubernetes' door: CRI with a "beta9" runtime handler (the README's snippet, plus test paths).
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "docker.io/beta9/pause:latest"
+  # Root here lacks CAP_SYS_RESOURCE: CRI's -998 for the pause would fail every pod.
+  restrict_oom_score_adj = true
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.beta9]
+    runtime_type = "io.beta9.sandbox"
+    pod_annotations = ["io.beta9.sandbox.*"]
+    container_annotations = ["io.beta9.sandbox.*"]
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$BETA9_DEV/cni/bin"
+    conf_dir = "$BETA9_DEV/cni/conf"
 TOML
     PATH="$BETA9_DEV/bin:$PATH" setsid containerd --config "$BETA9_DEV/config.toml" \
         >>"$BETA9_DEV/containerd.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
     # Wait on the event itself: the API answering.
     for _ in $(seq 1 300); do
-        ctr_ version >/dev/null 2>&1 && { echo "containerd.sh: containerd up at $CONTAINERD_ADDRESS"; return 0; }
+        if ctr_ version >/dev/null 2>&1; then
+            # containerd only warns when a plugin fails to load; the pod tests need CRI.
+            local plugins; plugins=$(ctr_ plugins ls)
+            grep -q 'io.containerd.grpc.v1 *cri .* ok' <<<"$plugins" || {
+                echo "containerd.sh: the CRI plugin did not load:" >&2
+                grep 'failed to load plugin io.containerd.grpc.v1.cri' "$BETA9_DEV/containerd.log" | tail -n 1 >&2
+                exit 1
+            }
+            echo "containerd.sh: containerd up at $CONTAINERD_ADDRESS"
+            return 0
+        fi
         running || break
         sleep 0.05
     done

@@ -20,7 +20,10 @@ SRC
     rm -f /var/lib/beta9-apt-updated
 fi
 
-pkgs=(containerd runc umoci skopeo busybox-static debootstrap iproute2 procps util-linux python3 curl ca-certificates)
+# protobuf-compiler: the CRI client of the pod tests generates its bindings at build time;
+# containernetworking-plugins: CRI sets up every pod's loopback with its `loopback` plugin.
+pkgs=(containerd runc umoci skopeo busybox-static debootstrap iproute2 procps util-linux python3 curl ca-certificates
+    protobuf-compiler containernetworking-plugins)
 need=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 have_runsc() { dpkg -s runsc 2>/dev/null | grep -q '^Version: .*2024'; }

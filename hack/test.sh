@@ -12,7 +12,7 @@ hack/install-deps.sh
 cargo build --release --workspace --all-targets
 hack/containerd.sh restart
 trap 'hack/containerd.sh stop' EXIT
-hack/build-images.sh busybox debian
+hack/build-images.sh busybox debian pause
 log=$(mktemp)
 status=0
 CONTAINERD_ADDRESS=$CONTAINERD_ADDRESS cargo test --release --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?

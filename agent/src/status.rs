@@ -148,8 +148,15 @@ pub fn render(s: &DaemonState) -> String {
     out
 }
 
+/// The containers of a pod share the sandbox's network stack, and with it the abstract socket
+/// names: the name carries the container's root filesystem, which `runsc exec` into the same
+/// container sees too and another container does not.
 fn address() -> io::Result<SocketAddr> {
-    SocketAddr::from_abstract_name(SOCKET_NAME)
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/")?;
+    let mut name = SOCKET_NAME.to_vec();
+    name.extend(format!("/{:x}:{:x}", root.dev(), root.ino()).as_bytes());
+    SocketAddr::from_abstract_name(name)
 }
 
 /// Serves status requests on the sandbox's agent socket, each on its own thread.

@@ -7,6 +7,7 @@ use std::{
 };
 
 use log::{info, warn};
+use oci_spec::runtime::Spec;
 use tokio::sync::oneshot;
 
 use crate::{
@@ -15,8 +16,8 @@ use crate::{
     error::{Error, Result},
     process::{Exit, Process, Status},
     reaper::Reaper,
-    runsc::{self, Network, Runsc, RunscFlags},
-    spec,
+    runsc::{self, Network, ProcessStdio, Runsc, RunscFlags},
+    spec::{self, Role},
     stdio::{ProcessIo, StdioPaths},
 };
 
@@ -41,6 +42,10 @@ pub struct CreateConfig {
     pub bundle: PathBuf,
     pub rootfs: Vec<Mount>,
     pub stdio: StdioPaths,
+    pub spec: Spec,
+    pub role: Role,
+    /// For a pod's app container: how runsc runs the pod's sandbox, which it joins.
+    pub pod: Option<Runsc>,
 }
 
 /// What Create needs besides the request: the operator's config and where containerd is.
@@ -61,11 +66,15 @@ pub struct RunscRecord {
 pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
+    pub role: Role,
     pub runsc: Runsc,
     pub init: Process,
     pub execs: HashMap<String, Exec>,
-    /// The sandbox's exit, taken by whoever watches it once the task started.
+    /// The init's exit, taken by whoever watches it once the task started. A pod's app
+    /// container gets it at start, from `runsc wait`.
     pub init_exit: Option<oneshot::Receiver<i32>>,
+    /// A pod's app container's stdio, handed to `runsc start`.
+    start_stdio: Option<ProcessStdio>,
     /// How long Start waits for the sandbox's dockerd to answer, when it waits at all.
     pub docker_wait: Option<Duration>,
     /// Paused with `runsc pause`: every process of the sandbox is frozen.
@@ -79,21 +88,72 @@ pub struct Exec {
     pub spec: Vec<u8>,
 }
 
+/// The runsc of a new sandbox: flags from the spec, the config and the annotations.
+async fn sandbox_runsc(cfg: &CreateConfig, ctx: &SandboxContext, annotations: &SandboxAnnotations) -> Result<Runsc> {
+    let config = &ctx.config;
+    let binary = find_program(&config.runsc.binary).ok_or_else(|| {
+        Error::NotFound(format!(
+            "runsc binary {:?} was not found ([runsc] binary in the {})",
+            config.runsc.binary,
+            config.origin()
+        ))
+    })?;
+    let network = config.network()?.unwrap_or_else(|| spec::network_for(&cfg.spec));
+    if network == Network::Host && !config.policy.allow_host_network {
+        return Err(Error::InvalidArgument(format!(
+            "the host's network is not allowed by the runtime's policy: [policy] allow_host_network = false ({}); give the container a network namespace",
+            config.origin()
+        )));
+    }
+    let root = spec::runsc_root(&config.runsc.root, &ctx.containerd_address, &ctx.namespace, &cfg.id);
+    let mut flags = RunscFlags::new(root, cfg.bundle.join(RUNSC_LOG), network);
+    flags.platform = config.runsc.platform.clone();
+    flags.debug_log_dir = config.runsc.debug_log_dir.clone();
+    flags.extra = config.runsc.extra_flags.clone();
+    if annotations.docker.is_some() {
+        flags.net_raw = true;
+        flags.allow_packet_socket_write = runsc::known_flags(&binary).await.contains("allow-packet-socket-write");
+    }
+    flags.nvproxy = annotations.gpu;
+    flags.nvproxy_docker = annotations.gpu && annotations.docker.is_some();
+    Ok(Runsc::new(binary, flags))
+}
+
+/// The pod's runsc for one of its app containers: the sandbox's flags were fixed when the pod
+/// started, from the pod's annotations, so a container cannot ask for more than the pod has.
+fn pod_runsc(pod: &Runsc, bundle: &Path, annotations: &SandboxAnnotations) -> Result<Runsc> {
+    let pod_level = |key: &str| {
+        Error::FailedPrecondition(format!(
+            "{key}=true needs the pod sandbox to be created with it: put it in the pod's annotations \
+(containerd passes them on with the runtime's pod_annotations setting)"
+        ))
+    };
+    if annotations.docker.is_some() && !pod.flags.net_raw {
+        return Err(pod_level(crate::annotations::DOCKER));
+    }
+    if annotations.gpu && !pod.flags.nvproxy {
+        return Err(pod_level(crate::annotations::GPU));
+    }
+    let mut runsc = pod.clone();
+    runsc.flags.log = bundle.join(RUNSC_LOG);
+    Ok(runsc)
+}
+
+/// dockerd's arguments: under the host's network gVisor lets it neither make a bridge nor turn
+/// on forwarding, so its containers use `--network host` there.
+fn docker_args(network: Network, config: &Config, annotated: &[String]) -> Vec<String> {
+    let host: &[&str] = if network == Network::Host { &["--bridge=none", "--ip-forward=false"] } else { &[] };
+    host.iter().map(|a| a.to_string()).chain(config.docker.extra_args.iter().cloned()).chain(annotated.iter().cloned()).collect()
+}
+
 impl Container {
     pub async fn create(cfg: CreateConfig, ctx: &SandboxContext) -> Result<Container> {
         let config = &ctx.config;
-        let mut spec = spec::load(&cfg.bundle)?;
+        let mut spec = cfg.spec.clone();
         let annotations = SandboxAnnotations::parse(spec.annotations().as_ref().unwrap_or(&HashMap::new()), config)?;
         if !annotations.agent && spec.process().as_ref().and_then(|p| p.args().as_ref()).is_none_or(|a| a.is_empty()) {
             return Err(Error::InvalidArgument("the spec's process has no args".into()));
         }
-        let runsc_binary = find_program(&config.runsc.binary).ok_or_else(|| {
-            Error::NotFound(format!(
-                "runsc binary {:?} was not found ([runsc] binary in the {})",
-                config.runsc.binary,
-                config.origin()
-            ))
-        })?;
         let agent_binary = config.agent.binary.clone().unwrap_or_else(default_agent);
         if annotations.agent && !agent_binary.is_file() {
             return Err(Error::NotFound(format!(
@@ -103,39 +163,29 @@ impl Container {
                 crate::annotations::AGENT
             )));
         }
-        let network = config.network()?.unwrap_or_else(|| spec::network_for(&spec));
-        if network == Network::Host && !config.policy.allow_host_network {
-            return Err(Error::InvalidArgument(format!(
-                "the host's network is not allowed by the runtime's policy: [policy] allow_host_network = false ({}); give the container a network namespace",
-                config.origin()
-            )));
-        }
-        let root = spec::runsc_root(&config.runsc.root, &ctx.containerd_address, &ctx.namespace, &cfg.id);
-        let mut flags = RunscFlags::new(root.clone(), cfg.bundle.join(RUNSC_LOG), network);
-        flags.platform = config.runsc.platform.clone();
-        flags.debug_log_dir = config.runsc.debug_log_dir.clone();
-        flags.extra = config.runsc.extra_flags.clone();
-        if annotations.docker.is_some() {
-            flags.net_raw = true;
-            flags.allow_packet_socket_write = runsc::known_flags(&runsc_binary).await.contains("allow-packet-socket-write");
-        }
-        flags.nvproxy = annotations.gpu;
-        flags.nvproxy_docker = annotations.gpu && annotations.docker.is_some();
-        let runsc = Runsc::new(runsc_binary, flags);
+        let runsc = match &cfg.pod {
+            Some(pod) => pod_runsc(pod, &cfg.bundle, &annotations)?,
+            None => sandbox_runsc(&cfg, ctx, &annotations).await?,
+        };
+        let root = runsc.flags.root.clone();
         let rootfs = cfg.bundle.join(spec.root().as_ref().map(|r| r.path().clone()).unwrap_or(ROOTFS.into()));
+        let joins_pod = cfg.pod.is_some();
+        // Pod annotations reach the pause too: there they only shape the sandbox (runsc's
+        // flags, above); dockerd runs in the pod's app containers.
+        let docker = annotations.docker.clone().filter(|_| cfg.role != Role::PodSandbox);
 
         let result = async {
             mount_rootfs(&cfg.rootfs, &cfg.bundle.join(ROOTFS))?;
             spec::check_process_binary(&spec, &rootfs)?;
-            if annotations.docker.is_some() {
+            if docker.is_some() {
                 spec::check_image_has(&spec, &rootfs, "dockerd", crate::annotations::DOCKER)?;
                 spec::add_capabilities(&mut spec, &spec::DOCKER_CAPABILITIES)?;
             }
             if annotations.agent {
                 let agent_args = spec::AgentArgs {
                     keepalive: annotations.keepalive,
-                    docker: annotations.docker.as_ref().map(|d| spec::DockerArgs {
-                        args: config.docker.extra_args.iter().chain(&d.args).cloned().collect(),
+                    docker: docker.as_ref().map(|d| spec::DockerArgs {
+                        args: docker_args(runsc.flags.network, config, &d.args),
                         tmpfs_size: config.docker.tmpfs_size.clone(),
                     }),
                 };
@@ -147,29 +197,41 @@ impl Container {
                 .map_err(Error::io("record how runsc is called"))?;
             std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
             let (child_stdio, mut io) = ProcessIo::open(&cfg.stdio)?;
+            // A pod's app container gets a terminal at create and its pipes at start.
+            let (create_stdio, start_stdio) = match (joins_pod, child_stdio.console_socket.is_some()) {
+                (true, false) => (ProcessStdio::null(), Some(child_stdio)),
+                _ => (child_stdio, None),
+            };
             let mark = Reaper::get().mark();
             let pid_file = cfg.bundle.join(INIT_PID);
-            runsc.create(&cfg.id, &cfg.bundle, &pid_file, child_stdio).await?;
+            runsc.create(&cfg.id, &cfg.bundle, &pid_file, create_stdio).await?;
             io.attach_console().await?;
             let pid = read_pid(&pid_file)?;
-            Ok::<_, Error>((pid, Reaper::get().watch(pid as i32, mark), io))
+            if joins_pod {
+                // runsc writes the sandbox's pid: no teardown of this container may kill it.
+                let _ = std::fs::remove_file(&pid_file);
+                return Ok::<_, Error>((pid, None, io, start_stdio));
+            }
+            Ok((pid, Some(Reaper::get().watch(pid as i32, mark)), io, start_stdio))
         }
         .await;
 
         match result {
-            Ok((pid, exit, io)) => {
+            Ok((pid, exit, io, start_stdio)) => {
                 let mut init = Process::new(cfg.stdio);
                 init.pid = pid;
                 init.io = io;
-                info!("created {} (sandbox pid {pid}, network {:?})", cfg.id, runsc.flags.network);
+                info!("created {} (sandbox pid {pid}, {:?}, network {:?})", cfg.id, cfg.role, runsc.flags.network);
                 Ok(Container {
                     id: cfg.id,
                     bundle: cfg.bundle,
+                    role: cfg.role,
                     runsc,
                     init,
                     execs: HashMap::new(),
-                    init_exit: Some(exit),
-                    docker_wait: annotations.docker.map(|d| d.wait).filter(|w| !w.is_zero()),
+                    init_exit: exit,
+                    start_stdio,
+                    docker_wait: docker.map(|d| d.wait).filter(|w| !w.is_zero()),
                     paused: false,
                     exec_seq: 0,
                 })
@@ -183,9 +245,37 @@ impl Container {
 
     pub async fn start(&mut self) -> Result<u32> {
         self.init.can_start()?;
-        self.runsc.start(&self.id).await?;
+        let joins_pod = matches!(self.role, Role::PodContainer { .. });
+        self.runsc.start(&self.id, self.start_stdio.take()).await?;
+        if joins_pod {
+            // Started now, so `runsc wait` finds it running (or already exited: it reports that too).
+            let (tx, rx) = oneshot::channel();
+            let (runsc, id) = (self.runsc.clone(), self.id.clone());
+            tokio::spawn(async move {
+                let code = runsc.wait(&id).await.unwrap_or_else(|e| {
+                    // The sandbox went away under it: the container died with it.
+                    info!("{id}: {e}; reporting it killed");
+                    128 + libc::SIGKILL
+                });
+                let _ = tx.send(code);
+            });
+            self.init_exit = Some(rx);
+        }
         self.init.status = Status::Running;
         Ok(self.init.pid)
+    }
+
+    /// Destroys a container whose start failed (for a root, its whole sandbox); returns its exit.
+    pub async fn abandon(&mut self) -> oneshot::Receiver<i32> {
+        if let Err(e) = self.runsc.delete(&self.id).await {
+            warn!("runsc delete {} after a failed start: {e}", self.id);
+        }
+        // A root's exit comes from its sandbox process dying; a pod's container has none.
+        self.init_exit.take().unwrap_or_else(|| {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(128 + libc::SIGKILL);
+            rx
+        })
     }
 
     /// Waits until the agent reports the sandbox's dockerd answering, at most `wait`.
@@ -203,6 +293,12 @@ impl Container {
     }
 
     pub async fn pause(&mut self) -> Result<()> {
+        if let Role::PodContainer { sandbox_id } = &self.role {
+            return Err(Error::FailedPrecondition(format!(
+                "{} runs in pod sandbox {sandbox_id}, which runsc pauses as a whole: pause the sandbox's task",
+                self.id
+            )));
+        }
         if self.init.status != Status::Running || self.paused {
             return Err(Error::FailedPrecondition(format!("container {} is not running", self.id)));
         }

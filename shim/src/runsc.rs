@@ -143,8 +143,24 @@ impl Runsc {
         self.run("create", args, Some(stdio)).await.map(drop)
     }
 
-    pub async fn start(&self, id: &str) -> Result<()> {
-        self.run("start", vec!["start".into(), id.into()], None).await.map(drop)
+    /// Starts a container. A pod's app container gets its stdio here, not at create: runsc
+    /// hands `start`'s own stdio to its process.
+    pub async fn start(&self, id: &str, stdio: Option<ProcessStdio>) -> Result<()> {
+        self.run("start", vec!["start".into(), id.into()], stdio).await.map(drop)
+    }
+
+    /// Waits for a container's init to exit and returns its status (128 + signal if killed).
+    /// For a pod's app container, whose init is no host process the shim could reap.
+    pub async fn wait(&self, id: &str) -> Result<i32> {
+        #[derive(Deserialize)]
+        struct Waited {
+            #[serde(rename = "exitStatus")]
+            exit_status: i32,
+        }
+        let out = self.run("wait", vec!["wait".into(), id.into()], None).await?;
+        serde_json::from_str::<Waited>(out.trim())
+            .map(|w| w.exit_status)
+            .map_err(|e| Error::Other(format!("runsc wait {id}: {e}: {out}")))
     }
 
     /// Starts a process in the container; a detached runsc waiter (reparented to the shim)
@@ -242,6 +258,12 @@ impl Runsc {
         }
         if message.is_empty() {
             message = format!("exit status {code}");
+        }
+        if message.contains("cannot run with network enabled in root network namespace") {
+            // runsc's words mislead: the namespace is not the root one, runsc's check is wrong.
+            message += " (this runsc mistakes every network namespace for the root one on this kernel, so a \
+                sandbox with its own network namespace cannot start: use the host's network (a pod with \
+                hostNetwork: true, ctr --net-host), or loopback only ([runsc] network = \"none\"))";
         }
         Error::Runsc { command: what.into(), message }
     }

@@ -25,9 +25,6 @@ use crate::{
     task::TaskService,
 };
 
-/// CRI puts every container of a pod in one shim, keyed by this annotation.
-const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
-
 pub struct Service {
     id: String,
     namespace: String,
@@ -45,7 +42,7 @@ fn io_err(context: &str) -> impl FnOnce(std::io::Error) -> containerd_shim::Erro
 fn grouping(id: &str) -> String {
     spec::load(&env::current_dir().unwrap_or_default())
         .ok()
-        .and_then(|s| s.annotations().as_ref().and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned()))
+        .and_then(|s| s.annotations().as_ref().and_then(|a| a.get(spec::SANDBOX_ID).cloned()))
         .unwrap_or_else(|| id.to_string())
 }
 

@@ -29,6 +29,34 @@ pub fn network_for(spec: &Spec) -> Network {
     }
 }
 
+/// CRI's annotations that runsc also reads: which kind of container, and which pod it joins.
+pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// A container's place in a sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Its own sandbox, outside any pod (ctr, nerdctl).
+    Single,
+    /// The pod's first container (the pause): it boots the sandbox.
+    PodSandbox,
+    /// An app container that runs inside the pod's existing sandbox.
+    PodContainer { sandbox_id: String },
+}
+
+pub fn role(spec: &Spec) -> Result<Role> {
+    let get = |k: &str| spec.annotations().as_ref().and_then(|a| a.get(k)).map(String::as_str);
+    match (get(CONTAINER_TYPE), get(SANDBOX_ID)) {
+        (None, _) => Ok(Role::Single),
+        (Some("sandbox"), _) => Ok(Role::PodSandbox),
+        (Some("container"), Some(sb)) if !sb.is_empty() => Ok(Role::PodContainer { sandbox_id: sb.to_string() }),
+        (Some("container"), _) => Err(Error::InvalidArgument(format!("annotation {CONTAINER_TYPE}=container needs {SANDBOX_ID}"))),
+        (Some(other), _) => Err(Error::InvalidArgument(format!(
+            "annotation {CONTAINER_TYPE}={other:?} is not a CRI container type (sandbox or container)"
+        ))),
+    }
+}
+
 /// Where the agent binary appears inside every sandbox.
 pub const AGENT_PATH: &str = "/.beta9/agent";
 
@@ -249,6 +277,23 @@ mod tests {
             .linux(LinuxBuilder::default().namespaces(nss).build().unwrap())
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn role_comes_from_the_cri_annotations() {
+        let with = |kv: &[(&str, &str)]| {
+            let mut s = Spec::default();
+            s.set_annotations(Some(kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()));
+            role(&s)
+        };
+        assert_eq!(with(&[]).unwrap(), Role::Single);
+        assert_eq!(with(&[(CONTAINER_TYPE, "sandbox"), (SANDBOX_ID, "p")]).unwrap(), Role::PodSandbox);
+        assert_eq!(
+            with(&[(CONTAINER_TYPE, "container"), (SANDBOX_ID, "p")]).unwrap(),
+            Role::PodContainer { sandbox_id: "p".into() }
+        );
+        assert!(with(&[(CONTAINER_TYPE, "container")]).unwrap_err().to_string().contains(SANDBOX_ID));
+        assert!(with(&[(CONTAINER_TYPE, "podsandbox")]).unwrap_err().to_string().contains("podsandbox"));
     }
 
     #[test]

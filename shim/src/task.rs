@@ -1,7 +1,12 @@
 //! The ttrpc Task service: translates containerd's requests into container operations and
 //! publishes the task events, in order.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc, time::SystemTime};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::SystemTime,
+};
 
 use async_trait::async_trait;
 use containerd_shim::{
@@ -26,6 +31,7 @@ use crate::{
     container::{self, Container, CreateConfig, Mount, SandboxContext},
     error::{Error, Result},
     process::{Exit, Status},
+    spec::{self, Role},
     stdio::StdioPaths,
 };
 
@@ -35,7 +41,8 @@ pub struct TaskService {
     /// containerd's address and the namespace: with the container id, they name a runsc root.
     containerd_address: String,
     namespace: String,
-    containers: Mutex<HashMap<String, Shared>>,
+    /// One container, or a pod: its sandbox (the pause) and its app containers.
+    containers: Arc<Mutex<HashMap<String, Shared>>>,
     events: Events,
     exit: Arc<ExitSignal>,
 }
@@ -74,7 +81,7 @@ impl TaskService {
         TaskService {
             containerd_address,
             namespace: namespace.clone(),
-            containers: Mutex::new(HashMap::new()),
+            containers: Arc::new(Mutex::new(HashMap::new())),
             events: Events { publisher: Arc::new(publisher), namespace },
             exit,
         }
@@ -93,13 +100,27 @@ impl TaskService {
     /// any process only after its start event, which the caller has already sent.
     fn watch_exit(&self, c: Shared, exec_id: String, exit: oneshot::Receiver<i32>) {
         let events = self.events.clone();
+        let containers = self.containers.clone();
         tokio::spawn(async move {
             let code = exit.await.unwrap_or(255);
             if exec_id.is_empty() {
-                let execs: Vec<_> = {
+                let (mut execs, sandbox): (Vec<_>, bool) = {
                     let c = c.lock().await;
-                    c.execs.values().filter(|e| e.process.status == Status::Running).map(|e| e.process.exited()).collect()
+                    let execs = c.execs.values().filter(|e| e.process.status == Status::Running).map(|e| e.process.exited()).collect();
+                    (execs, c.role == Role::PodSandbox)
                 };
+                // A pod's sandbox exiting takes its app containers along: their exits go first.
+                let others: Vec<Shared> = if sandbox {
+                    containers.lock().await.values().filter(|o| !Arc::ptr_eq(o, &c)).cloned().collect()
+                } else {
+                    Vec::new()
+                };
+                for o in &others {
+                    let o = o.lock().await;
+                    if o.init.status == Status::Running {
+                        execs.push(o.init.exited());
+                    }
+                }
                 // The sandbox is gone, so its exec waiters are exiting too; the bound is a safety net.
                 let all = async {
                     for e in execs {
@@ -107,6 +128,10 @@ impl TaskService {
                     }
                 };
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(2), all).await;
+                // Each publishes its exit under its own lock: taking it once orders ours after.
+                for o in &others {
+                    drop(o.lock().await);
+                }
             }
             // Recorded and queued under the container's lock: State and Delete never see a
             // process that containerd was told had exited still running, and an init waiting for
@@ -136,13 +161,32 @@ impl TaskService {
         if !req.checkpoint.is_empty() {
             return Err(Error::Unimplemented("restoring from a checkpoint is not supported".into()));
         }
+        let spec = spec::load(Path::new(&req.bundle))?;
+        let role = spec::role(&spec)?;
         let mut containers = self.containers.lock().await;
         if containers.contains_key(&req.id) {
             return Err(Error::AlreadyExists(format!("container {} already exists", req.id)));
         }
-        if !containers.is_empty() {
-            return Err(Error::Unimplemented("more than one container per sandbox (pods) is not supported yet".into()));
-        }
+        let pod = match &role {
+            Role::PodContainer { sandbox_id } => {
+                let sandbox = containers.get(sandbox_id).ok_or_else(|| {
+                    Error::FailedPrecondition(format!("pod sandbox {sandbox_id} is not served by this shim"))
+                })?;
+                let sandbox = sandbox.lock().await;
+                if sandbox.role != Role::PodSandbox || sandbox.init.status != Status::Running {
+                    return Err(Error::FailedPrecondition(format!("pod sandbox {sandbox_id} is not running")));
+                }
+                Some(sandbox.runsc.clone())
+            }
+            _ if !containers.is_empty() => {
+                return Err(Error::FailedPrecondition(format!(
+                    "this shim already runs a sandbox; a second container joins it only as a pod's app container ({}=container, {})",
+                    spec::CONTAINER_TYPE,
+                    spec::SANDBOX_ID
+                )));
+            }
+            _ => None,
+        };
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -158,6 +202,9 @@ impl TaskService {
                 .map(|m| Mount { kind: m.type_.clone(), source: m.source.clone(), options: m.options.clone() })
                 .collect(),
             stdio,
+            spec,
+            role,
+            pod,
         };
         let config_path = req.options.as_ref().and_then(|o| config::config_path_from_options(&o.type_url, &o.value));
         let ctx = SandboxContext {
@@ -193,7 +240,16 @@ impl TaskService {
         let shared = self.get(&req.id).await?;
         let mut c = shared.lock().await;
         if req.exec_id.is_empty() {
-            let pid = c.start().await?;
+            let pid = match c.start().await {
+                Ok(pid) => pid,
+                Err(e) => {
+                    // Nothing runs on after a failed start; its exit is published as runc's
+                    // shim does for an init that could not start, and Delete finds it stopped.
+                    let exit = c.abandon().await;
+                    self.watch_exit(shared.clone(), String::new(), exit);
+                    return Err(e);
+                }
+            };
             let exit = c.init_exit.take().ok_or_else(|| Error::Other("init exit already watched".into()))?;
             c.init.started_event_sent = true;
             self.events.send(TaskStart { container_id: req.id.clone(), pid, ..Default::default() }).await;

@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod cri;
+
 pub const RUNTIME: &str = "io.beta9.sandbox";
 pub const BUSYBOX: &str = "docker.io/beta9/busybox:latest";
 pub const DEBIAN: &str = "docker.io/beta9/debian:latest";
@@ -172,40 +174,8 @@ impl Container {
         let _ = run_cmd(ctr().args(["containers", "rm", &self.id]), None);
     }
 
-    /// What is left of this container on the host: processes, mounts, runsc state.
-    pub fn leftovers(&self) -> Vec<String> {
-        let mut left: Vec<String> = processes()
-            .into_iter()
-            .filter(|c| c.contains(&self.id) && (c.contains("runsc") || c.contains("containerd-shim")))
-            .map(|c| format!("process: {c}"))
-            .collect();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        left.extend(mounts.lines().filter(|l| l.contains(&format!("/{}/", self.id)) || l.contains(&format!("/{} ", self.id))).map(|l| format!("mount: {l}")));
-        if let Ok(roots) = std::fs::read_dir("/run/beta9") {
-            for root in roots.flatten() {
-                for f in std::fs::read_dir(root.path()).into_iter().flatten().flatten() {
-                    if f.file_name().to_string_lossy().contains(&self.id) {
-                        left.push(format!("runsc state: {}", f.path().display()));
-                    }
-                }
-            }
-        }
-        left
-    }
-
-    /// Waits (bounded, on the condition itself) until nothing of the container remains.
     pub fn assert_no_leftovers(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = self.leftovers();
-            if left.is_empty() {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("{} left behind:\n{}", self.id, left.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert_no_leftovers(&[&self.id]);
     }
 }
 
@@ -216,6 +186,42 @@ impl Drop for Container {
         if !std::thread::panicking() {
             self.assert_no_leftovers();
         }
+    }
+}
+
+/// What is left of a container on the host: processes, mounts, runsc state.
+pub fn leftovers(id: &str) -> Vec<String> {
+    let mut left: Vec<String> = processes()
+        .into_iter()
+        .filter(|c| c.contains(id) && (c.contains("runsc") || c.contains("containerd-shim")))
+        .map(|c| format!("process: {c}"))
+        .collect();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    left.extend(mounts.lines().filter(|l| l.contains(&format!("/{id}/")) || l.contains(&format!("/{id} "))).map(|l| format!("mount: {l}")));
+    if let Ok(roots) = std::fs::read_dir("/run/beta9") {
+        for root in roots.flatten() {
+            for f in std::fs::read_dir(root.path()).into_iter().flatten().flatten() {
+                if f.file_name().to_string_lossy().contains(id) {
+                    left.push(format!("runsc state: {}", f.path().display()));
+                }
+            }
+        }
+    }
+    left
+}
+
+/// Waits (bounded, on the condition itself) until nothing of these containers remains.
+pub fn assert_no_leftovers(ids: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<String> = ids.iter().flat_map(|id| leftovers(id)).collect();
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("left behind:\n{}", left.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -248,4 +254,26 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
+}
+
+/// A program on the test's PATH; a missing one is a failure, never a skip.
+pub fn which(name: &str) -> std::path::PathBuf {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed: hack/install-deps.sh installs it"))
+}
+
+/// A busybox root filesystem as a tar, for `docker import` inside a sandbox: (its directory,
+/// to remove afterwards; the tar).
+pub fn busybox_tar() -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(unique_id("bbroot"));
+    std::fs::create_dir_all(dir.join("rootfs/bin")).unwrap();
+    std::fs::copy(which("busybox"), dir.join("rootfs/bin/busybox")).unwrap();
+    let tar = dir.join("busybox.tar");
+    let t = run_cmd(Command::new("tar").arg("-C").arg(dir.join("rootfs")).arg("-cf").arg(&tar).arg("."), None);
+    assert_eq!(t.code, 0, "{}", t.stderr);
+    (dir, tar)
 }

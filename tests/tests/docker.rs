@@ -35,13 +35,7 @@ fn docker_answers_as_soon_as_run_returns() {
 
 #[test]
 fn nested_container_runs_from_an_imported_rootfs() {
-    let dir = std::env::temp_dir().join(unique_id("bbroot"));
-    std::fs::create_dir_all(dir.join("rootfs/bin")).unwrap();
-    std::fs::copy(which("busybox"), dir.join("rootfs/bin/busybox")).unwrap();
-    let tar = dir.join("busybox.tar");
-    let t = run_cmd(std::process::Command::new("tar").arg("-C").arg(dir.join("rootfs")).arg("-cf").arg(&tar).arg("."), None);
-    assert_eq!(t.code, 0, "{}", t.stderr);
-
+    let (dir, tar) = busybox_tar();
     let mount = format!("type=bind,src={},dst=/images/busybox.tar,options=rbind:ro", tar.display());
     let c = docker_sandbox("dockernested", &["--mount", &mount]);
     let i = c.exec("import", &["docker", "import", "/images/busybox.tar", "nested-busybox"], None);
@@ -115,15 +109,6 @@ fn the_workload_runs_once_docker_answers() {
     );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.starts_with("server "), "{}", r.stdout);
-}
-
-fn which(name: &str) -> std::path::PathBuf {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed: hack/install-deps.sh installs it"))
 }
 
 #[test]
