@@ -79,6 +79,8 @@ pub struct Container {
     pub docker_wait: Option<Duration>,
     /// Paused with `runsc pause`: every process of the sandbox is frozen.
     pub paused: bool,
+    /// The spec has poststop hooks, which `runsc delete` runs.
+    poststop_hooks: bool,
     exec_seq: u64,
 }
 
@@ -170,6 +172,7 @@ impl Container {
         let root = runsc.flags.root.clone();
         let rootfs = cfg.bundle.join(spec.root().as_ref().map(|r| r.path().clone()).unwrap_or(ROOTFS.into()));
         let joins_pod = cfg.pod.is_some();
+        let poststop_hooks = spec.hooks().as_ref().and_then(|h| h.poststop().as_ref()).is_some_and(|p| !p.is_empty());
         // Pod annotations reach the pause too: there they only shape the sandbox (runsc's
         // flags, above); dockerd runs in the pod's app containers.
         let docker = annotations.docker.clone().filter(|_| cfg.role != Role::PodSandbox);
@@ -233,6 +236,7 @@ impl Container {
                     start_stdio,
                     docker_wait: docker.map(|d| d.wait).filter(|w| !w.is_zero()),
                     paused: false,
+                    poststop_hooks,
                     exec_seq: 0,
                 })
             }
@@ -431,7 +435,13 @@ impl Container {
     /// Destroys the sandbox and everything the shim made for it; the init must not be running.
     pub async fn delete(&mut self) -> Result<(u32, Option<Exit>)> {
         self.init.can_delete()?;
-        teardown(&self.runsc, &self.id, &self.bundle).await;
+        // A sandbox of its own that has ended leaves only state behind; runsc runs poststop hooks.
+        let ended = self.role == Role::Single && self.init.exit().is_some() && !self.poststop_hooks;
+        if ended && remove_ended_sandbox(&self.runsc, &self.id, &self.bundle) {
+            release(&self.runsc, &self.bundle);
+        } else {
+            teardown(&self.runsc, &self.id, &self.bundle).await;
+        }
         self.init.io = ProcessIo::default();
         self.execs.clear();
         Ok((self.init.pid, self.init.exit()))
@@ -503,12 +513,16 @@ pub async fn teardown(runsc: &Runsc, id: &str, bundle: &Path) {
     if let Err(e) = runsc.delete(id).await {
         warn!("runsc delete {id}: {e}");
     }
+    release(runsc, bundle);
+}
+
+/// What is left after runsc's state is gone: the sandbox process, the mount, the root, the record.
+fn release(runsc: &Runsc, bundle: &Path) {
     // A sandbox runsc no longer knows about must not outlive its state.
     if let Ok(pid) = read_pid(&bundle.join(INIT_PID)) {
-        kill_if_runsc(pid);
+        kill_if_runsc(pid, &runsc.flags.root);
     }
-    let rootfs = bundle.join(ROOTFS);
-    while nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
+    unmount_rootfs(bundle);
     let root = &runsc.flags.root;
     // Only empty: other containers of the same sandbox may still live in it.
     if std::fs::remove_dir(root).is_err() && root.exists() {
@@ -520,9 +534,42 @@ pub async fn teardown(runsc: &Runsc, id: &str, bundle: &Path) {
     let _ = std::fs::remove_file(bundle.join(RUNSC_RECORD));
 }
 
-fn kill_if_runsc(pid: u32) {
+/// Does what `runsc delete` does for a sandbox that ended by itself (its gofer exits with it),
+/// without the 20 ms runsc takes just to start: removes the runsc root it had alone, the gofer if
+/// still there, and gVisor's overlay file in the rootfs. False if the root holds anything but the
+/// one container's state: then runsc must do it.
+fn remove_ended_sandbox(runsc: &Runsc, id: &str, bundle: &Path) -> bool {
+    #[derive(serde::Deserialize)]
+    struct State {
+        #[serde(rename = "goferPid")]
+        gofer_pid: Option<u32>,
+    }
+    let root = &runsc.flags.root;
+    let Ok(entries) = std::fs::read_dir(root) else { return false };
+    let states: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "state")).collect();
+    let [state] = &states[..] else { return false };
+    let Some(state) = std::fs::read(state).ok().and_then(|b| serde_json::from_slice::<State>(&b).ok()) else {
+        return false;
+    };
+    if let Some(pid) = state.gofer_pid {
+        kill_if_runsc(pid, root);
+    }
+    let _ = std::fs::remove_file(bundle.join(ROOTFS).join(format!(".gvisor.filestore.{id}")));
+    std::fs::remove_dir_all(root).is_ok()
+}
+
+pub fn unmount_rootfs(bundle: &Path) {
+    let rootfs = bundle.join(ROOTFS);
+    while nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
+}
+
+/// Kills `pid` if it is a runsc process of this root: a pid read from a file may have been
+/// reused by now, even by another sandbox's runsc.
+fn kill_if_runsc(pid: u32, root: &Path) {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if cmdline.starts_with(b"runsc") {
+    let ours = format!("--root={}", root.display());
+    if cmdline.starts_with(b"runsc") && cmdline.split(|b| *b == 0).any(|a| a == ours.as_bytes()) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
     }
 }
@@ -530,6 +577,28 @@ fn kill_if_runsc(pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ended_sandbox_is_removed_only_when_its_root_holds_just_its_state() {
+        let dir = std::env::temp_dir().join(format!("beta9-ended-{}", std::process::id()));
+        let (root, bundle) = (dir.join("root"), dir.join("bundle"));
+        std::fs::create_dir_all(bundle.join(ROOTFS)).unwrap();
+        let runsc = Runsc::new("runsc".into(), RunscFlags::new(root.clone(), bundle.join(RUNSC_LOG), Network::None));
+        assert!(!remove_ended_sandbox(&runsc, "c", &bundle), "no root: runsc decides");
+
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("c_sandbox:c.state"), r#"{"id":"c","goferPid":999999999}"#).unwrap();
+        std::fs::write(root.join("c_sandbox:d.state"), "{}").unwrap();
+        assert!(!remove_ended_sandbox(&runsc, "c", &bundle), "two containers' state: runsc decides");
+        assert!(root.exists());
+
+        std::fs::remove_file(root.join("c_sandbox:d.state")).unwrap();
+        std::fs::write(root.join("runsc-c.sock"), "").unwrap();
+        std::fs::write(bundle.join(ROOTFS).join(".gvisor.filestore.c"), "").unwrap();
+        assert!(remove_ended_sandbox(&runsc, "c", &bundle));
+        assert!(!root.exists() && !bundle.join(ROOTFS).join(".gvisor.filestore.c").exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn not_ready_message_carries_the_cause_and_dockerd_words() {

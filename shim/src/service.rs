@@ -18,8 +18,7 @@ use containerd_shim::{
 use log::warn;
 
 use crate::{
-    config::RunscConfig,
-    container::{recorded_runsc, teardown},
+    container::{recorded_runsc, teardown, unmount_rootfs},
     runsc::{Network, Runsc, RunscFlags},
     spec,
     task::TaskService,
@@ -94,16 +93,16 @@ impl containerd_shim::asynchronous::Shim for Service {
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         let bundle = env::current_dir().unwrap_or_default();
-        // Without a record Create never ran runsc; the defaults find whatever else is left.
-        let (binary, root) = match recorded_runsc(&bundle) {
-            Some(r) => (r.binary, r.root),
-            None => {
-                let c = RunscConfig::default();
-                (c.binary, spec::runsc_root(&c.root, &self.address, &self.namespace, &self.id))
+        // containerd runs this after every shim exit, also after a clean Delete, and waits for
+        // it: without a record (written before runsc ran, removed last by teardown) no runsc
+        // state exists, so only a rootfs mount can be left.
+        match recorded_runsc(&bundle) {
+            Some(r) => {
+                let flags = RunscFlags::new(r.root, bundle.join("runsc.log.json"), Network::None);
+                teardown(&Runsc::new(r.binary, flags), &self.id, &bundle).await;
             }
-        };
-        let flags = RunscFlags::new(root, bundle.join("runsc.log.json"), Network::None);
-        teardown(&Runsc::new(binary, flags), &self.id, &bundle).await;
+            None => unmount_rootfs(&bundle),
+        }
         let d = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         Ok(DeleteResponse {
             exit_status: 128 + libc::SIGKILL as u32,
