@@ -13,7 +13,7 @@ mod stats;
 mod stdio;
 mod task;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     // The shim reaps its own children (reaper.rs); the crate's reaper would steal their statuses.
     let config = containerd_shim::Config { no_reaper: true, ..Default::default() };

@@ -201,9 +201,16 @@ impl Pod<'_> {
             .collect()
     }
 
-    /// The pod's runsc sandbox processes (the sandbox is named after the pod's id).
+    /// The pod's runsc sandbox processes (the sandbox is named after the pod's id): pid, cmdline.
+    pub fn sandbox_processes(&self) -> Vec<(u32, String)> {
+        crate::processes_with_pids()
+            .into_iter()
+            .filter(|(_, c)| c.starts_with("runsc-sandbox") && c.ends_with(&format!(" {}", self.id)))
+            .collect()
+    }
+
     pub fn sandboxes(&self) -> Vec<String> {
-        crate::processes().into_iter().filter(|c| c.starts_with("runsc-sandbox") && c.ends_with(&format!(" {}", self.id))).collect()
+        self.sandbox_processes().into_iter().map(|(_, c)| c).collect()
     }
 
     fn teardown(&self) -> CriResult<()> {

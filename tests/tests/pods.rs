@@ -48,6 +48,25 @@ fn two_containers_share_one_sandbox_and_one_shim() {
 }
 
 #[test]
+fn a_dead_pod_sandbox_ends_its_containers() {
+    let cri = Cri::connect();
+    let mut pod = cri.run_pod("deadpod", &[], true).expect("RunPodSandbox");
+    let a = pod.run(&Spec { name: "a", image: BUSYBOX, command: &["sleep", "600"], ..Default::default() });
+    let b = pod.run(&Spec { name: "b", image: BUSYBOX, command: &["sleep", "600"], ..Default::default() });
+    let sandbox = pod.sandbox_processes();
+    assert_eq!(sandbox.len(), 1, "{sandbox:?}");
+    let killed = run_cmd(std::process::Command::new("kill").args(["-9", &sandbox[0].0.to_string()]), None);
+    assert_eq!(killed.code, 0, "{}", killed.stderr);
+    // runsc wait of each app container fails with its sandbox: they are reported killed.
+    for id in [&a, &b] {
+        assert!(pod.reaches(id, ContainerState::ContainerExited), "{id} should have exited with its sandbox");
+        assert_eq!(pod.status(id).exit_code, 137);
+    }
+    // CRI deletes the tasks of exited containers, and the shim goes with the last one. Dropping
+    // the pod removes it; nothing of it may be left.
+}
+
+#[test]
 fn docker_in_a_pod_runs_a_nested_container() {
     let (dir, tar) = busybox_tar();
     let cri = Cri::connect();
