@@ -208,14 +208,16 @@ impl Container {
             let mark = Reaper::get().mark();
             let pid_file = cfg.bundle.join(INIT_PID);
             runsc.create(&cfg.id, &cfg.bundle, &pid_file, create_stdio).await?;
-            io.attach_console().await?;
-            let pid = read_pid(&pid_file)?;
+            let pid = read_pid(&pid_file);
             if joins_pod {
-                // runsc writes the sandbox's pid: no teardown of this container may kill it.
+                // runsc wrote the sandbox's pid: gone before anything can fail, so no teardown of
+                // this container can kill its pod.
                 let _ = std::fs::remove_file(&pid_file);
-                return Ok::<_, Error>((pid, None, io, start_stdio));
             }
-            Ok((pid, Some(Reaper::get().watch(pid as i32, mark)), io, start_stdio))
+            io.attach_console().await?;
+            let pid = pid?;
+            let exit = (!joins_pod).then(|| Reaper::get().watch(pid as i32, mark));
+            Ok::<_, Error>((pid, exit, io, start_stdio))
         }
         .await;
 
@@ -439,6 +441,7 @@ impl Container {
         let ended = self.role == Role::Single && self.init.exit().is_some() && !self.poststop_hooks;
         if ended && remove_ended_sandbox(&self.runsc, &self.id, &self.bundle) {
             release(&self.runsc, &self.bundle);
+            let _ = std::fs::remove_file(self.bundle.join(RUNSC_RECORD));
         } else {
             teardown(&self.runsc, &self.id, &self.bundle).await;
         }
@@ -484,11 +487,20 @@ fn mount_rootfs(mounts: &[Mount], target: &Path) -> Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(target).map_err(Error::io(format!("create {}", target.display())))?;
-    for m in mounts {
-        containerd_shim::mount::mount_rootfs(Some(m.kind.as_str()), Some(m.source.as_str()), &m.options, target)
-            .map_err(|e| Error::Other(format!("mount rootfs ({} {}): {e}", m.kind, m.source)))?;
-    }
-    Ok(())
+    // On a thread of its own: for an overlay with many layers the crate unshares the calling
+    // thread's cwd and chdirs it into the snapshots, which must not stick to the runtime's thread.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                for m in mounts {
+                    containerd_shim::mount::mount_rootfs(Some(m.kind.as_str()), Some(m.source.as_str()), &m.options, target)
+                        .map_err(|e| Error::Other(format!("mount rootfs ({} {}): {e}", m.kind, m.source)))?;
+                }
+                Ok(())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(Error::Other("mounting the rootfs panicked".into())))
+    })
 }
 
 /// How runsc was called for the container of this bundle, if Create got that far.
@@ -510,10 +522,15 @@ pub fn default_agent() -> PathBuf {
 /// Removes the sandbox, the rootfs mount and the runsc root, whatever state they are in.
 /// Used by Delete, by a failed Create, and by the `delete` action after a shim died.
 pub async fn teardown(runsc: &Runsc, id: &str, bundle: &Path) {
-    if let Err(e) = runsc.delete(id).await {
+    let deleted = runsc.delete(id).await;
+    if let Err(e) = &deleted {
         warn!("runsc delete {id}: {e}");
     }
     release(runsc, bundle);
+    if deleted.is_ok() {
+        // Last: without it the delete action knows that no runsc state is left to remove.
+        let _ = std::fs::remove_file(bundle.join(RUNSC_RECORD));
+    }
 }
 
 /// What is left after runsc's state is gone: the sandbox process, the mount, the root, the record.
@@ -531,7 +548,6 @@ fn release(runsc: &Runsc, bundle: &Path) {
             info!("runsc root {} still holds {leftovers} entries", root.display());
         }
     }
-    let _ = std::fs::remove_file(bundle.join(RUNSC_RECORD));
 }
 
 /// Does what `runsc delete` does for a sandbox that ended by itself (its gofer exits with it),
@@ -543,6 +559,10 @@ fn remove_ended_sandbox(runsc: &Runsc, id: &str, bundle: &Path) -> bool {
     struct State {
         #[serde(rename = "goferPid")]
         gofer_pid: Option<u32>,
+    }
+    // An operator's --overlay2 may put overlay files in other places than the rootfs.
+    if runsc.flags.extra.iter().any(|f| f.contains("overlay")) {
+        return false;
     }
     let root = &runsc.flags.root;
     let Ok(entries) = std::fs::read_dir(root) else { return false };

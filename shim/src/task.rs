@@ -244,9 +244,13 @@ impl TaskService {
                 Ok(pid) => pid,
                 Err(e) => {
                     // Nothing runs on after a failed start; its exit is published as runc's
-                    // shim does for an init that could not start, and Delete finds it stopped.
+                    // shim does for an init that could not start, and once it is recorded (the
+                    // bound covers a sandbox that would not die) the next Delete finds it stopped.
                     let exit = c.abandon().await;
+                    let exited = c.init.exited();
+                    drop(c);
                     self.watch_exit(shared.clone(), String::new(), exit);
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), exited).await;
                     return Err(e);
                 }
             };
