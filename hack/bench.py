@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -45,11 +46,19 @@ def remove(cid):
     ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
     if ctr("task", "rm", "-f", cid, check=False).returncode != 0:
         # The peer sometimes cannot kill its sandbox ("sandbox is not running"): end it by hand,
-        # so a leftover never skews the rounds after it.
+        # so a leftover never skews the rounds after it. Its failed `runsc delete` is not
+        # idempotent either ("failed to delete filestore file": gone with the first try), so
+        # the file is put back for the next try: the peer's tasks must not outlive the run.
         for pid, args in processes():
             if "runsc" in args[0] and args[-1] == cid:
                 subprocess.run(["kill", "-9", str(pid)])
-        ctr("task", "rm", "-f", cid, check=False)
+        for _ in range(3):
+            p = ctr("task", "rm", cid, check=False)
+            if p.returncode == 0 or "not found" in p.stderr:
+                break
+            missing = re.search(r'failed to delete filestore file "([^"]+)"', p.stderr)
+            if missing and os.path.isdir(os.path.dirname(missing.group(1))):
+                open(missing.group(1), "a").close()
     ctr("containers", "rm", cid, check=False)
 
 
