@@ -2,7 +2,7 @@
 //! publishes the task events, in order.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::SystemTime,
@@ -43,6 +43,8 @@ pub struct TaskService {
     namespace: String,
     /// One container, or a pod: its sandbox (the pause) and its app containers.
     containers: Arc<Mutex<HashMap<String, Shared>>>,
+    /// Ids whose Create is under way: reserved, so the map is not held across a Create.
+    creating: std::sync::Mutex<HashSet<String>>,
     events: Events,
     exit: Arc<ExitSignal>,
 }
@@ -67,6 +69,27 @@ impl Events {
     }
 }
 
+/// An id reserved while its Create runs; released when dropped, whatever Create returned.
+struct Reservation<'a> {
+    set: &'a std::sync::Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Reservation<'a> {
+    fn take(set: &'a std::sync::Mutex<HashSet<String>>, id: &str, exists: bool) -> Result<Self> {
+        if exists || !set.lock().unwrap().insert(id.to_string()) {
+            return Err(Error::AlreadyExists(format!("container {id} already exists")));
+        }
+        Ok(Reservation { set, id: id.to_string() })
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap().remove(&self.id);
+    }
+}
+
 fn timestamp(t: SystemTime) -> MessageField<Timestamp> {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     MessageField::some(Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() })
@@ -82,6 +105,7 @@ impl TaskService {
             containerd_address,
             namespace: namespace.clone(),
             containers: Arc::new(Mutex::new(HashMap::new())),
+            creating: std::sync::Mutex::new(HashSet::new()),
             events: Events { publisher: Arc::new(publisher), namespace },
             exit,
         }
@@ -163,10 +187,7 @@ impl TaskService {
         }
         let spec = spec::load(Path::new(&req.bundle))?;
         let role = spec::role(&spec)?;
-        let mut containers = self.containers.lock().await;
-        if containers.contains_key(&req.id) {
-            return Err(Error::AlreadyExists(format!("container {} already exists", req.id)));
-        }
+        let containers = self.containers.lock().await;
         let pod = match &role {
             Role::PodContainer { sandbox_id } => {
                 let sandbox = containers.get(sandbox_id).ok_or_else(|| {
@@ -178,7 +199,7 @@ impl TaskService {
                 }
                 Some(sandbox.runsc.clone())
             }
-            _ if !containers.is_empty() => {
+            _ if !containers.is_empty() || !self.creating.lock().unwrap().is_empty() => {
                 return Err(Error::FailedPrecondition(format!(
                     "this shim already runs a sandbox; a second container joins it only as a pod's app container ({}=container, {})",
                     spec::CONTAINER_TYPE,
@@ -187,6 +208,9 @@ impl TaskService {
             }
             _ => None,
         };
+        let reservation = Reservation::take(&self.creating, &req.id, containers.contains_key(&req.id))?;
+        // Not held across Create: State, Kill and Delete of the pod's other containers go on.
+        drop(containers);
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -214,8 +238,8 @@ impl TaskService {
         };
         let c = Container::create(cfg, &ctx).await?;
         let pid = c.init.pid;
-        containers.insert(req.id.clone(), Arc::new(Mutex::new(c)));
-        drop(containers);
+        self.containers.lock().await.insert(req.id.clone(), Arc::new(Mutex::new(c)));
+        drop(reservation);
         self.events
             .send(TaskCreate {
                 container_id: req.id.clone(),
@@ -441,7 +465,8 @@ impl TaskService {
     }
 
     pub async fn task_shutdown(&self) -> Result<()> {
-        if self.containers.lock().await.is_empty() {
+        let containers = self.containers.lock().await;
+        if containers.is_empty() && self.creating.lock().unwrap().is_empty() {
             self.exit.signal();
         }
         Ok(())
