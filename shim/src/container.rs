@@ -440,8 +440,7 @@ impl Container {
         // A sandbox of its own that has ended leaves only state behind; runsc runs poststop hooks.
         let ended = self.role == Role::Single && self.init.exit().is_some() && !self.poststop_hooks;
         if ended && remove_ended_sandbox(&self.runsc, &self.id, &self.bundle) {
-            release(&self.runsc, &self.bundle);
-            let _ = std::fs::remove_file(self.bundle.join(RUNSC_RECORD));
+            release(&self.runsc, &self.bundle, true);
         } else {
             teardown(&self.runsc, &self.id, &self.bundle).await;
         }
@@ -526,15 +525,12 @@ pub async fn teardown(runsc: &Runsc, id: &str, bundle: &Path) {
     if let Err(e) = &deleted {
         warn!("runsc delete {id}: {e}");
     }
-    release(runsc, bundle);
-    if deleted.is_ok() {
-        // Last: without it the delete action knows that no runsc state is left to remove.
-        let _ = std::fs::remove_file(bundle.join(RUNSC_RECORD));
-    }
+    release(runsc, bundle, deleted.is_ok());
 }
 
-/// What is left after runsc's state is gone: the sandbox process, the mount, the root, the record.
-fn release(runsc: &Runsc, bundle: &Path) {
+/// What is left besides runsc's state: the sandbox process, the mount, the root, and, once the
+/// state is gone, the record.
+fn release(runsc: &Runsc, bundle: &Path, state_gone: bool) {
     // A sandbox runsc no longer knows about must not outlive its state.
     if let Ok(pid) = read_pid(&bundle.join(INIT_PID)) {
         kill_if_runsc(pid, &runsc.flags.root);
@@ -547,6 +543,10 @@ fn release(runsc: &Runsc, bundle: &Path) {
         if leftovers > 0 {
             info!("runsc root {} still holds {leftovers} entries", root.display());
         }
+    }
+    if state_gone {
+        // Last: without it the delete action knows that no runsc state is left to remove.
+        let _ = std::fs::remove_file(bundle.join(RUNSC_RECORD));
     }
 }
 

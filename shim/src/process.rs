@@ -29,8 +29,6 @@ pub struct Process {
     /// Pid inside the sandbox, for signalling an exec.
     pub internal_pid: Option<u32>,
     pub status: Status,
-    /// Whether TaskStart/TaskExecStarted went out, so a TaskExit may follow.
-    pub started_event_sent: bool,
     pub io: ProcessIo,
     exit: watch::Sender<Option<Exit>>,
 }
@@ -42,7 +40,6 @@ impl Process {
             pid: 0,
             internal_pid: None,
             status: Status::Created,
-            started_event_sent: false,
             io: ProcessIo::default(),
             exit: watch::channel(None).0,
         }

@@ -90,6 +90,12 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// After a failed start tore the sandbox down: returns once its exit is recorded, so the
+/// client's next Delete finds it stopped; the bound covers a sandbox that would not die.
+async fn exit_recorded(exited: impl std::future::Future<Output = Option<Exit>>) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), exited).await;
+}
+
 fn timestamp(t: SystemTime) -> MessageField<Timestamp> {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     MessageField::some(Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() })
@@ -268,18 +274,16 @@ impl TaskService {
                 Ok(pid) => pid,
                 Err(e) => {
                     // Nothing runs on after a failed start; its exit is published as runc's
-                    // shim does for an init that could not start, and once it is recorded (the
-                    // bound covers a sandbox that would not die) the next Delete finds it stopped.
+                    // shim does for an init that could not start.
                     let exit = c.abandon().await;
                     let exited = c.init.exited();
                     drop(c);
                     self.watch_exit(shared.clone(), String::new(), exit);
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), exited).await;
+                    exit_recorded(exited).await;
                     return Err(e);
                 }
             };
             let exit = c.init_exit.take().ok_or_else(|| Error::Other("init exit already watched".into()))?;
-            c.init.started_event_sent = true;
             self.events.send(TaskStart { container_id: req.id.clone(), pid, ..Default::default() }).await;
             self.watch_exit(shared.clone(), String::new(), exit);
             let docker = c.docker_wait.map(|wait| (c.runsc.clone(), c.bundle.clone(), wait));
@@ -290,15 +294,13 @@ impl TaskService {
                     warn!("{}: Docker not ready, tearing the sandbox down: {e}", req.id);
                     let exited = shared.lock().await.init.exited();
                     container::teardown(&runsc, &req.id, &bundle).await;
-                    // Returns once the exit is recorded, so the client's next Delete finds it stopped.
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), exited).await;
+                    exit_recorded(exited).await;
                     return Err(e);
                 }
             }
             return Ok(api::StartResponse { pid, ..Default::default() });
         }
         let (pid, exit) = c.start_exec(&req.exec_id).await?;
-        c.process_mut(&req.exec_id)?.started_event_sent = true;
         self.events
             .send(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() })
             .await;
