@@ -183,9 +183,14 @@ impl Children {
 pub fn exit_code(status: WaitStatus) -> Option<i32> {
     match status {
         WaitStatus::Exited(_, code) => Some(code),
-        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        WaitStatus::Signaled(_, sig, _) => Some(contract::signaled(sig as i32)),
         _ => None,
     }
+}
+
+/// What a shell returns when it cannot run a command: 127 when it does not exist, else 126.
+pub fn exec_failure_code(e: &io::Error) -> i32 {
+    if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 }
 }
 
 /// glibc's POSIX_SPAWN_SETSID, which nix does not name.

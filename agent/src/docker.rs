@@ -24,10 +24,15 @@ use nix::{
     unistd::{pipe2, Pid},
 };
 
+use contract::{
+    args::{Docker as DockerOptions, Network},
+    status::Phase,
+};
+
 use crate::{
-    children::{find_in_path, Children, Detach, DEFAULT_PATH},
+    children::{exec_failure_code, find_in_path, Children, Detach, DEFAULT_PATH},
     say,
-    status::{Phase, Status},
+    status::Status,
 };
 
 pub const SOCKET: &str = "/var/run/docker.sock";
@@ -52,14 +57,6 @@ const HELPER_LIMIT: Duration = Duration::from_secs(10);
 /// How long dockerd gets to stop its containers when the sandbox stops.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DockerOptions {
-    /// Extra dockerd arguments.
-    pub args: Vec<String>,
-    /// Size of the tmpfs on /var/lib/docker (tmpfs's `size=` option), if set.
-    pub tmpfs_size: Option<String>,
-}
-
 /// The running supervisor, as the PID-1 loop holds it.
 pub struct Docker {
     status: Arc<Status>,
@@ -70,7 +67,7 @@ impl Docker {
     /// Starts the status socket and the supervisor thread. `workload` runs once the daemon is
     /// ready (or has failed), so the workload's first docker command finds it answering.
     pub fn start(opts: DockerOptions, children: Arc<Children>, workload: Vec<String>) -> io::Result<Docker> {
-        let status = Arc::new(Status::new());
+        let status = Arc::new(Status::new(LOG));
         crate::status::serve(status.clone())?;
         let stopping = Arc::new(AtomicBool::new(false));
         let sup = Supervisor { opts, children, status: status.clone(), stopping: stopping.clone(), log: None };
@@ -202,7 +199,7 @@ impl Supervisor {
         if let Some(argv) = workload.take() {
             if let Err(e) = self.children.spawn_workload(&argv) {
                 say!("exec {}: {e}", argv[0]);
-                self.children.workload_failed(crate::init::exec_failure_code(&e));
+                self.children.workload_failed(exec_failure_code(&e));
             }
         }
     }
@@ -237,6 +234,17 @@ impl Supervisor {
         };
         self.note(&format!("iptables {iptables}"));
         self.status.update(|s| s.iptables = iptables);
+        let network = match self.opts.network {
+            // gVisor lets dockerd neither make a bridge nor turn on forwarding on the host's stack.
+            Network::Host => {
+                args.extend(["--bridge=none".to_string(), "--ip-forward=false".to_string()]);
+                "host: no bridge (--bridge=none --ip-forward=false); nested containers use --network host".to_string()
+            }
+            Network::None => "none: loopback only; nested containers reach each other on docker0".to_string(),
+            Network::Sandbox => "sandbox".to_string(),
+        };
+        self.note(&format!("network {network}"));
+        self.status.update(|s| s.network = network);
         args.extend(self.opts.args.iter().cloned());
         Ok(args)
     }

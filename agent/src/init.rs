@@ -14,9 +14,11 @@ use nix::{
     unistd::Pid,
 };
 
+use contract::args::AgentArgs;
+
 use crate::{
-    children::Children,
-    docker::{self, Docker, DockerOptions},
+    children::{exec_failure_code, Children},
+    docker::{self, Docker},
     say,
 };
 
@@ -34,44 +36,6 @@ const FORWARDED: [Signal; 7] = [
 /// How long processes get between SIGTERM and SIGKILL when a keepalive sandbox stops.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Options {
-    pub keepalive: bool,
-    pub docker: Option<DockerOptions>,
-    pub command: Vec<String>,
-}
-
-impl Options {
-    pub fn parse(args: &[String]) -> Result<Options, String> {
-        let mut opts = Options::default();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
-            match a.as_str() {
-                "--keepalive" => opts.keepalive = true,
-                "--docker" => {
-                    opts.docker.get_or_insert_with(DockerOptions::default);
-                }
-                "--docker-arg" => {
-                    let v = value(a)?;
-                    opts.docker.get_or_insert_with(DockerOptions::default).args.push(v);
-                }
-                "--docker-tmpfs-size" => {
-                    let v = value(a)?;
-                    opts.docker.get_or_insert_with(DockerOptions::default).tmpfs_size = Some(v);
-                }
-                "--" => break,
-                other => return Err(format!("unknown option {other:?}")),
-            }
-        }
-        opts.command = it.cloned().collect();
-        if opts.command.is_empty() && !opts.keepalive {
-            return Err("nothing to run: give a command or --keepalive".into());
-        }
-        Ok(opts)
-    }
-}
-
 fn handled() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
@@ -82,7 +46,7 @@ fn handled() -> SigSet {
 }
 
 /// Runs as PID 1 until the agent should exit; returns its exit code.
-pub fn run(opts: Options) -> i32 {
+pub fn run(opts: AgentArgs) -> i32 {
     if std::process::id() != 1 {
         // Outside a sandbox (tests, debugging) orphans must still come to us.
         // SAFETY: prctl with integer arguments only.
@@ -142,7 +106,7 @@ pub fn run(opts: Options) -> i32 {
                     stop_docker(d, &children);
                 }
                 stop_everything(&children);
-                return if opts.keepalive { 0 } else { 128 + sig as i32 };
+                return if opts.keepalive { 0 } else { contract::signaled(sig as i32) };
             }
             s => {
                 if let Some(pid) = workload {
@@ -152,11 +116,6 @@ pub fn run(opts: Options) -> i32 {
             }
         }
     }
-}
-
-/// What a shell returns when it cannot run a command: 127 when it does not exist, else 126.
-pub fn exec_failure_code(e: &std::io::Error) -> i32 {
-    if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
 }
 
 /// Gives dockerd its grace to stop its containers, reaping meanwhile.
@@ -230,30 +189,6 @@ fn stop_everything(children: &Children) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn parses_options_and_command() {
-        let o = Options::parse(&args(&["--keepalive", "--", "sh", "-c", "--keepalive"])).unwrap();
-        assert!(o.keepalive);
-        assert_eq!(o.command, args(&["sh", "-c", "--keepalive"]));
-        let o = Options::parse(&args(&["--", "true"])).unwrap();
-        assert!(!o.keepalive);
-        assert_eq!(Options::parse(&args(&["--keepalive"])).unwrap().command, Vec::<String>::new());
-        assert!(Options::parse(&args(&["--"])).is_err(), "nothing to run");
-        assert!(Options::parse(&args(&["--bogus", "--", "true"])).is_err());
-    }
-
-    #[test]
-    fn parses_docker_options() {
-        let o = Options::parse(&args(&["--keepalive", "--docker", "--docker-arg", "--debug", "--docker-tmpfs-size", "2g", "--"])).unwrap();
-        assert_eq!(o.docker, Some(DockerOptions { args: args(&["--debug"]), tmpfs_size: Some("2g".into()) }));
-        assert_eq!(Options::parse(&args(&["--keepalive", "--"])).unwrap().docker, None);
-        assert!(Options::parse(&args(&["--docker-arg"])).is_err(), "a value is needed");
-    }
 
     #[test]
     fn exit_codes_follow_the_shell() {

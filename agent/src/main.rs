@@ -6,7 +6,8 @@
 //! `--keepalive`, stays up so commands can be exec'd into the sandbox later. With `--docker`
 //! it also runs and supervises a Docker daemon (see docker.rs).
 //!
-//! Usage: beta9-sandbox-agent [--keepalive] [--docker] [--docker-arg ARG]... [--docker-tmpfs-size SIZE] -- [COMMAND [ARG...]]
+//! Usage: beta9-sandbox-agent [--keepalive] [--docker] [--docker-network MODE] [--docker-arg ARG]...
+//!            [--docker-tmpfs-size SIZE] -- [COMMAND [ARG...]]
 //!        beta9-sandbox-agent status [--wait SECONDS]
 
 mod children;
@@ -27,15 +28,15 @@ macro_rules! say {
     }};
 }
 
-const USAGE: &str = "usage: beta9-sandbox-agent [--keepalive] [--docker] [--docker-arg ARG]... \
-[--docker-tmpfs-size SIZE] -- [COMMAND [ARG...]]\n       beta9-sandbox-agent status [--wait SECONDS]";
+const USAGE: &str = "usage: beta9-sandbox-agent [--keepalive] [--docker] [--docker-network none|sandbox|host] \
+[--docker-arg ARG]... [--docker-tmpfs-size SIZE] -- [COMMAND [ARG...]]\n       beta9-sandbox-agent status [--wait SECONDS]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("status") {
+    if args.first().map(String::as_str) == Some(contract::args::STATUS) {
         return ExitCode::from(status::client(&args[1..]) as u8);
     }
-    match init::Options::parse(&args) {
+    match contract::args::AgentArgs::parse(&args) {
         Ok(opts) => ExitCode::from(init::run(opts) as u8),
         Err(e) => {
             say!("{e}");

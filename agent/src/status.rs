@@ -1,8 +1,8 @@
 //! The Docker daemon's state as the supervisor sees it, and the in-sandbox socket that reports
 //! it: `agent status` for people and probes, `agent status --wait` for the shim's readiness.
 
+use contract::status::{Phase, Report, EXIT_NOT_READY, EXIT_READY, EXIT_UNREACHABLE};
 use std::{
-    collections::VecDeque,
     io::{self, BufRead, BufReader, Read, Write},
     os::linux::net::SocketAddrExt,
     os::unix::net::{SocketAddr, UnixListener, UnixStream},
@@ -27,73 +27,39 @@ const TAIL_LINE_MAX: usize = 400;
 /// Status requests answered at once; more are dropped.
 const MAX_CONNECTIONS: usize = 32;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Starting,
-    Ready,
-    Restarting,
-    Failed,
-    Stopping,
-}
-
-impl Phase {
-    fn as_str(self) -> &'static str {
-        match self {
-            Phase::Starting => "starting",
-            Phase::Ready => "ready",
-            Phase::Restarting => "restarting",
-            Phase::Failed => "failed",
-            Phase::Stopping => "stopping",
-        }
-    }
-
-    /// Whether a waiter has its answer: only starting and restarting may still change to ready.
-    fn settled(self) -> bool {
-        !matches!(self, Phase::Starting | Phase::Restarting)
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct DaemonState {
-    pub phase: Phase,
-    pub pid: Option<i32>,
-    pub restarts: u32,
-    /// The iptables mode chosen and why.
-    pub iptables: String,
-    /// Why the daemon failed or last crashed.
-    pub error: Option<String>,
-    pub tail: VecDeque<String>,
-}
-
+/// The daemon's state, shared by the supervisor that changes it and the socket that reports it.
 pub struct Status {
-    state: Mutex<DaemonState>,
+    state: Mutex<Report>,
     changed: Condvar,
 }
 
 impl Status {
-    pub fn new() -> Status {
+    /// A daemon about to start, whose output goes to `log`.
+    pub fn new(log: &str) -> Status {
         Status {
-            state: Mutex::new(DaemonState {
+            state: Mutex::new(Report {
                 phase: Phase::Starting,
                 pid: None,
                 restarts: 0,
                 iptables: "not decided yet".into(),
+                network: "not set up yet".into(),
+                log: log.to_string(),
                 error: None,
-                tail: VecDeque::new(),
+                tail: Vec::new(),
             }),
             changed: Condvar::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, DaemonState> {
+    fn lock(&self) -> MutexGuard<'_, Report> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn get(&self) -> DaemonState {
+    pub fn get(&self) -> Report {
         self.lock().clone()
     }
 
-    pub fn update(&self, f: impl FnOnce(&mut DaemonState)) {
+    pub fn update(&self, f: impl FnOnce(&mut Report)) {
         f(&mut self.lock());
         self.changed.notify_all();
     }
@@ -101,21 +67,21 @@ impl Status {
     pub fn push_line(&self, line: &str) {
         let mut s = self.lock();
         if s.tail.len() == TAIL_LINES {
-            s.tail.pop_front();
+            s.tail.remove(0);
         }
         let mut end = line.len().min(TAIL_LINE_MAX);
         while !line.is_char_boundary(end) {
             end -= 1;
         }
-        s.tail.push_back(line[..end].to_string());
+        s.tail.push(line[..end].to_string());
     }
 
     pub fn tail(&self) -> Vec<String> {
-        self.lock().tail.iter().cloned().collect()
+        self.lock().tail.clone()
     }
 
     /// Waits until the daemon is ready, failed or stopping, at most `limit`.
-    pub fn wait_settled(&self, limit: Duration) -> DaemonState {
+    pub fn wait_settled(&self, limit: Duration) -> Report {
         let deadline = Instant::now() + limit;
         let mut s = self.lock();
         while !s.phase.settled() {
@@ -129,23 +95,10 @@ impl Status {
     }
 }
 
-/// The text `agent status` prints; its first line is `dockerd: <phase>`.
-pub fn render(s: &DaemonState) -> String {
-    let mut out = format!("dockerd: {}\n", s.phase.as_str());
-    out += &format!("pid: {}\n", s.pid.map_or("-".to_string(), |p| p.to_string()));
-    out += &format!("restarts: {}\n", s.restarts);
-    out += &format!("iptables: {}\n", s.iptables);
-    out += &format!("log: {}\n", crate::docker::LOG);
-    if let Some(e) = &s.error {
-        out += &format!("error: {e}\n");
-    }
-    if !s.tail.is_empty() {
-        out += "last log lines:\n";
-        for l in s.tail.iter().skip(s.tail.len().saturating_sub(SHOWN_LINES)) {
-            out += &format!("  {l}\n");
-        }
-    }
-    out
+/// What `agent status` prints: the report with only the last `SHOWN_LINES` of output.
+pub fn render(s: &Report) -> String {
+    let shown = Report { tail: s.tail[s.tail.len().saturating_sub(SHOWN_LINES)..].to_vec(), ..s.clone() };
+    shown.render()
 }
 
 /// The containers of a pod share the sandbox's network stack, and with it the abstract socket
@@ -207,13 +160,12 @@ fn answer(conn: UnixStream, status: &Status) {
 
 /// `agent status [--wait SECONDS]`: prints the daemon's state; exit 0 only when it is ready.
 pub fn client(args: &[String]) -> i32 {
-    let wait = match args {
-        [] => None,
-        [flag, secs] if flag == "--wait" => match secs.parse::<f64>() {
-            Ok(s) if s >= 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
-            _ => return usage(),
-        },
-        _ => return usage(),
+    let wait = match contract::args::parse_status_argv(args) {
+        Ok(w) => w,
+        Err(e) => {
+            say!("{e}");
+            return EXIT_UNREACHABLE;
+        }
     };
     let request = match wait {
         None => "status\n".to_string(),
@@ -222,18 +174,16 @@ pub fn client(args: &[String]) -> i32 {
     match ask(&request, wait.unwrap_or_default()) {
         Ok(reply) => {
             print!("{reply}");
-            if reply.starts_with("dockerd: ready\n") { 0 } else { 1 }
+            match Report::parse(&reply) {
+                Some(r) if r.phase == Phase::Ready => EXIT_READY,
+                _ => EXIT_NOT_READY,
+            }
         }
         Err(e) => {
             say!("status: cannot reach the agent of this sandbox (is io.beta9.sandbox.docker on?): {e}");
-            2
+            EXIT_UNREACHABLE
         }
     }
-}
-
-fn usage() -> i32 {
-    say!("usage: beta9-sandbox-agent status [--wait SECONDS]");
-    2
 }
 
 /// Sends one request. The agent binds its socket as it starts, so a refused connection is
@@ -263,7 +213,7 @@ mod tests {
 
     #[test]
     fn render_starts_with_the_phase_and_ends_with_the_tail() {
-        let status = Status::new();
+        let status = Status::new("/var/log/d.log");
         status.update(|s| {
             s.phase = Phase::Failed;
             s.error = Some("dockerd exited with 1 before it was ready".into());
@@ -281,7 +231,7 @@ mod tests {
 
     #[test]
     fn waiters_return_when_the_phase_settles_or_time_is_up() {
-        let status = Arc::new(Status::new());
+        let status = Arc::new(Status::new("/var/log/d.log"));
         let s2 = status.clone();
         let t = std::thread::spawn(move || s2.wait_settled(Duration::from_secs(30)).phase);
         status.update(|s| s.phase = Phase::Restarting);

@@ -1,11 +1,9 @@
 //! The `io.beta9.sandbox.*` annotations: parsed and validated in one place into a typed value.
+//! What the operator allows of them is the config's to decide (`Config::admit`).
 
 use std::{collections::HashMap, time::Duration};
 
-use crate::{
-    config::Config,
-    error::{Error, Result},
-};
+use crate::error::{Error, Result};
 
 pub const PREFIX: &str = "io.beta9.sandbox.";
 pub const AGENT: &str = "io.beta9.sandbox.agent";
@@ -29,25 +27,28 @@ pub struct SandboxAnnotations {
     pub docker: Option<DockerAnnotations>,
     /// NVIDIA GPUs through runsc's nvproxy (default off).
     pub gpu: bool,
+    /// The keys that were set, sorted.
+    pub keys: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DockerAnnotations {
-    /// How long Start waits for dockerd to answer; zero means it does not wait.
-    pub wait: Duration,
+    /// How long Start waits for dockerd to answer (zero: it does not wait); the config's
+    /// default when not given.
+    pub wait: Option<Duration>,
     /// Extra dockerd arguments.
     pub args: Vec<String>,
 }
 
 impl Default for SandboxAnnotations {
     fn default() -> Self {
-        SandboxAnnotations { agent: true, keepalive: false, docker: None, gpu: false }
+        SandboxAnnotations { agent: true, keepalive: false, docker: None, gpu: false, keys: Vec::new() }
     }
 }
 
 impl SandboxAnnotations {
-    /// Parses and validates the annotations, and applies the operator's policy to them.
-    pub fn parse(annotations: &HashMap<String, String>, config: &Config) -> Result<Self> {
+    /// Parses and validates the annotations.
+    pub fn parse(annotations: &HashMap<String, String>) -> Result<Self> {
         let mut keys: Vec<&String> = annotations.keys().filter(|k| k.starts_with(PREFIX)).collect();
         keys.sort();
         if let Some(unknown) = keys.iter().find(|k| !KNOWN.contains(&k.as_str())) {
@@ -56,33 +57,15 @@ impl SandboxAnnotations {
                 KNOWN.join(", ")
             )));
         }
-        let forbidden = |why: String| Error::InvalidArgument(format!("{why} ({})", config.origin()));
-        if let Some(allowed) = &config.policy.allowed_annotations {
-            if let Some(k) = keys.iter().find(|k| !allowed.contains(k)) {
-                return Err(forbidden(format!(
-                    "annotation {k} is not allowed by the runtime's policy: [policy] allowed_annotations = [{}]",
-                    allowed.join(", ")
-                )));
-            }
-        }
         let get = |key: &str| annotations.get(key).map(String::as_str);
-        let mut a = SandboxAnnotations::default();
+        let mut a = SandboxAnnotations { keys: keys.iter().map(|k| k.to_string()).collect(), ..Default::default() };
         if let Some(v) = get(AGENT) {
             a.agent = boolean(AGENT, v)?;
         }
         let docker = get(DOCKER).map(|v| boolean(DOCKER, v)).transpose()?.unwrap_or(false);
-        if docker && !config.policy.allow_docker {
-            return Err(forbidden(format!("{DOCKER}=true is not allowed by the runtime's policy: [policy] allow_docker = false")));
-        }
         a.gpu = get(GPU).map(|v| boolean(GPU, v)).transpose()?.unwrap_or(false);
-        if a.gpu && !config.policy.allow_gpu {
-            return Err(forbidden(format!("{GPU}=true is not allowed by the runtime's policy: [policy] allow_gpu = false")));
-        }
         if docker {
-            let wait = match get(DOCKER_WAIT) {
-                Some(v) => duration(DOCKER_WAIT, v)?,
-                None => config.default_docker_wait()?,
-            };
+            let wait = get(DOCKER_WAIT).map(|v| duration(DOCKER_WAIT, v)).transpose()?;
             let args = get(DOCKER_ARGS).map(|v| words(DOCKER_ARGS, v)).transpose()?.unwrap_or_default();
             a.docker = Some(DockerAnnotations { wait, args });
         } else if let Some(key) = [DOCKER_WAIT, DOCKER_ARGS].into_iter().find(|k| annotations.contains_key(*k)) {
@@ -113,7 +96,7 @@ fn boolean(key: &str, value: &str) -> Result<bool> {
 pub const MAX_DOCKER_WAIT: Duration = Duration::from_secs(3600);
 
 /// A Go-style duration (`60s`, `1m30s`, `500ms`, `0s`), at most `MAX_DOCKER_WAIT`.
-fn duration(key: &str, value: &str) -> Result<Duration> {
+pub fn duration(key: &str, value: &str) -> Result<Duration> {
     let bad = |why: String| {
         Error::InvalidArgument(format!(
             "annotation {key}={value:?} is not valid ({why}); accepted values: a duration up to 1h such as 60s, 1m30s, 500ms, or 0s for no wait"
@@ -139,27 +122,20 @@ fn words(key: &str, value: &str) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
-    fn parse(pairs: &[(&str, &str)]) -> Result<SandboxAnnotations> {
-        parse_with(pairs, &Config::default())
-    }
-
-    fn parse_with(pairs: &[(&str, &str)], config: &Config) -> Result<SandboxAnnotations> {
-        SandboxAnnotations::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), config)
-    }
-
-    fn config(text: &str) -> Config {
-        Config::parse(text, std::path::Path::new("/etc/p.toml")).unwrap()
+    pub fn parse(pairs: &[(&str, &str)]) -> Result<SandboxAnnotations> {
+        SandboxAnnotations::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
     #[test]
     fn defaults_inject_the_agent_without_keepalive() {
-        assert_eq!(parse(&[("other.key", "x")]).unwrap(), SandboxAnnotations { agent: true, keepalive: false, docker: None, gpu: false });
+        assert_eq!(parse(&[("other.key", "x")]).unwrap(), SandboxAnnotations::default());
     }
 
     #[test]
-    fn values_are_parsed() {
-        let a = parse(&[(KEEPALIVE, "true")]).unwrap();
-        assert!(a.agent && a.keepalive);
+    fn values_are_parsed_and_the_keys_kept() {
+        let a = parse(&[(KEEPALIVE, "true"), (GPU, "true")]).unwrap();
+        assert!(a.agent && a.keepalive && a.gpu);
+        assert_eq!(a.keys, [GPU, KEEPALIVE]);
         assert!(!parse(&[(AGENT, "false")]).unwrap().agent);
     }
 
@@ -168,6 +144,7 @@ mod tests {
         let e = parse(&[(KEEPALIVE, "yes")]).unwrap_err().to_string();
         assert!(e.contains(KEEPALIVE) && e.contains("true, false"), "{e}");
         assert!(parse(&[(AGENT, "TRUE")]).is_err());
+        assert!(parse(&[(GPU, "on")]).unwrap_err().to_string().contains(GPU));
     }
 
     #[test]
@@ -185,14 +162,14 @@ mod tests {
     fn docker_turns_keepalive_on_and_takes_its_wait_and_args() {
         let a = parse(&[(DOCKER, "true")]).unwrap();
         assert!(a.keepalive);
-        assert_eq!(a.docker, Some(DockerAnnotations { wait: Duration::from_secs(60), args: vec![] }));
+        assert_eq!(a.docker, Some(DockerAnnotations { wait: None, args: vec![] }));
         let a = parse(&[(DOCKER, "true"), (KEEPALIVE, "false"), (DOCKER_WAIT, "1m30s"), (DOCKER_ARGS, "--debug --label 'a b'")]).unwrap();
         assert!(!a.keepalive);
         let d = a.docker.unwrap();
-        assert_eq!(d.wait, Duration::from_secs(90));
+        assert_eq!(d.wait, Some(Duration::from_secs(90)));
         assert_eq!(d.args, vec!["--debug", "--label", "a b"]);
-        assert_eq!(parse(&[(DOCKER, "true"), (DOCKER_WAIT, "0s")]).unwrap().docker.unwrap().wait, Duration::ZERO);
-        assert_eq!(parse(&[(DOCKER, "true"), (DOCKER_WAIT, "500ms")]).unwrap().docker.unwrap().wait, Duration::from_millis(500));
+        assert_eq!(parse(&[(DOCKER, "true"), (DOCKER_WAIT, "0s")]).unwrap().docker.unwrap().wait, Some(Duration::ZERO));
+        assert_eq!(parse(&[(DOCKER, "true"), (DOCKER_WAIT, "500ms")]).unwrap().docker.unwrap().wait, Some(Duration::from_millis(500)));
         assert_eq!(parse(&[(DOCKER, "false")]).unwrap().docker, None);
     }
 
@@ -209,29 +186,5 @@ mod tests {
         assert!(parse(&[(DOCKER, "1")]).unwrap_err().to_string().contains("true, false"));
         let e = parse(&[(DOCKER, "true"), (DOCKER_WAIT, "18446744073709551615s")]).unwrap_err().to_string();
         assert!(e.contains("longer than 1h"), "{e}");
-    }
-
-    #[test]
-    fn policy_refusals_name_the_policy_key_and_the_file() {
-        let no_docker = config("[policy]\nallow_docker = false");
-        let e = parse_with(&[(DOCKER, "true")], &no_docker).unwrap_err().to_string();
-        assert!(e.contains("[policy] allow_docker = false") && e.contains("/etc/p.toml") && e.contains(DOCKER), "{e}");
-        assert!(parse_with(&[(DOCKER, "false")], &no_docker).is_ok());
-
-        let e = parse_with(&[(GPU, "true")], &config("[policy]\nallow_gpu = false")).unwrap_err().to_string();
-        assert!(e.contains("[policy] allow_gpu = false"), "{e}");
-
-        let only_keepalive = config("[policy]\nallowed_annotations = [\"io.beta9.sandbox.keepalive\"]");
-        assert!(parse_with(&[(KEEPALIVE, "true")], &only_keepalive).is_ok());
-        let e = parse_with(&[(AGENT, "false")], &only_keepalive).unwrap_err().to_string();
-        assert!(e.contains(AGENT) && e.contains("[policy] allowed_annotations"), "{e}");
-    }
-
-    #[test]
-    fn docker_wait_defaults_to_the_config() {
-        let c = config("[docker]\ndefault_wait = \"5s\"");
-        assert_eq!(parse_with(&[(DOCKER, "true")], &c).unwrap().docker.unwrap().wait, Duration::from_secs(5));
-        assert!(parse(&[(GPU, "true")]).unwrap().gpu);
-        assert!(parse(&[(GPU, "on")]).unwrap_err().to_string().contains(GPU));
     }
 }

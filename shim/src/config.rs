@@ -10,7 +10,7 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    annotations,
+    annotations::{self, DockerAnnotations, SandboxAnnotations},
     error::{Error, Result},
     runsc::Network,
 };
@@ -26,6 +26,7 @@ pub struct Config {
     pub runsc: RunscConfig,
     pub agent: AgentConfig,
     pub docker: DockerConfig,
+    pub cgroups: CgroupsConfig,
     pub policy: Policy,
     /// The file this came from, for error messages; `None` for the built-in defaults.
     #[serde(skip)]
@@ -82,6 +83,22 @@ pub struct DockerConfig {
 impl Default for DockerConfig {
     fn default() -> Self {
         DockerConfig { default_wait: "60s".into(), tmpfs_size: None, extra_args: Vec::new() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupsConfig {
+    /// Put every sandbox in its cgroup with the spec's limits; off for operators who manage
+    /// cgroups themselves.
+    pub enforce: bool,
+    /// Where the cgroups of sandboxes whose spec names none go (cgroupfs form).
+    pub default_parent: PathBuf,
+}
+
+impl Default for CgroupsConfig {
+    fn default() -> Self {
+        CgroupsConfig { enforce: true, default_parent: "/beta9".into() }
     }
 }
 
@@ -175,6 +192,10 @@ impl Config {
                 ));
             }
         }
+        let parent = &self.cgroups.default_parent;
+        if !parent.is_absolute() || parent.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(self.bad("[cgroups] default_parent", format!("{parent:?} must be an absolute cgroup path without ..")));
+        }
         if let Some(allowed) = &self.policy.allowed_annotations {
             if let Some(a) = allowed.iter().find(|a| !annotations::KNOWN.contains(&a.as_str())) {
                 return Err(self.bad(
@@ -194,6 +215,36 @@ impl Config {
             "sandbox" => Ok(Some(Network::Sandbox)),
             "host" => Ok(Some(Network::Host)),
             other => Err(self.bad("[runsc] network", format!("{other:?} is not valid; accepted values: auto, none, sandbox, host"))),
+        }
+    }
+
+    /// Applies the operator's policy to what a container asked for.
+    pub fn admit(&self, a: &SandboxAnnotations) -> Result<()> {
+        let forbidden = |why: String| Error::InvalidArgument(format!("{why} ({})", self.origin()));
+        if let Some(allowed) = &self.policy.allowed_annotations {
+            if let Some(k) = a.keys.iter().find(|k| !allowed.contains(k)) {
+                return Err(forbidden(format!(
+                    "annotation {k} is not allowed by the runtime's policy: [policy] allowed_annotations = [{}]",
+                    allowed.join(", ")
+                )));
+            }
+        }
+        if a.docker.is_some() && !self.policy.allow_docker {
+            let key = annotations::DOCKER;
+            return Err(forbidden(format!("{key}=true is not allowed by the runtime's policy: [policy] allow_docker = false")));
+        }
+        if a.gpu && !self.policy.allow_gpu {
+            let key = annotations::GPU;
+            return Err(forbidden(format!("{key}=true is not allowed by the runtime's policy: [policy] allow_gpu = false")));
+        }
+        Ok(())
+    }
+
+    /// How long Start waits for dockerd: the annotation's wait, else `[docker] default_wait`.
+    pub fn docker_wait(&self, d: &DockerAnnotations) -> Result<Duration> {
+        match d.wait {
+            Some(w) => Ok(w),
+            None => self.default_docker_wait(),
         }
     }
 
@@ -273,6 +324,9 @@ mod tests {
             default_wait = "1m30s"
             tmpfs_size = "8g"
             extra_args = ["--debug"]
+            [cgroups]
+            enforce = false
+            default_parent = "/ops/sandboxes"
             [policy]
             allow_docker = false
             allow_gpu = false
@@ -289,6 +343,7 @@ mod tests {
         assert_eq!(c.default_docker_wait().unwrap(), Duration::from_secs(90));
         assert_eq!(c.docker.tmpfs_size.as_deref(), Some("8g"));
         assert!(!c.policy.allow_docker && !c.policy.allow_gpu && !c.policy.allow_host_network);
+        assert_eq!(c.cgroups, CgroupsConfig { enforce: false, default_parent: "/ops/sandboxes".into() });
     }
 
     #[test]
@@ -308,6 +363,8 @@ mod tests {
             ("[policy]\nallow_docker = \"no\"", "allow_docker"),
             ("[policy]\nallowed_annotations = [\"io.beta9.sandbox.dockr\"]", "[policy] allowed_annotations"),
             ("[polcy]\nallow_docker = false", "polcy"),
+            ("[cgroups]\ndefault_parent = \"beta9\"", "[cgroups] default_parent"),
+            ("[cgroups]\nenforce = \"no\"", "enforce"),
         ];
         for (text, key) in cases {
             let e = parse(text).unwrap_err().to_string();
@@ -326,6 +383,36 @@ mod tests {
     fn the_example_file_is_the_defaults() {
         let example = parse(include_str!("../../config/beta9-sandbox.toml")).unwrap();
         assert_eq!(Config { source: None, ..example }, Config::default());
+    }
+
+    fn annotations(pairs: &[(&str, &str)]) -> SandboxAnnotations {
+        SandboxAnnotations::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap()
+    }
+
+    #[test]
+    fn policy_refusals_name_the_policy_key_and_the_file() {
+        use annotations::{AGENT, DOCKER, GPU, KEEPALIVE};
+        let no_docker = parse("[policy]\nallow_docker = false").unwrap();
+        let e = no_docker.admit(&annotations(&[(DOCKER, "true")])).unwrap_err().to_string();
+        assert!(e.contains("[policy] allow_docker = false") && e.contains("/etc/b.toml") && e.contains(DOCKER), "{e}");
+        assert!(no_docker.admit(&annotations(&[(DOCKER, "false")])).is_ok());
+
+        let e = parse("[policy]\nallow_gpu = false").unwrap().admit(&annotations(&[(GPU, "true")])).unwrap_err().to_string();
+        assert!(e.contains("[policy] allow_gpu = false"), "{e}");
+
+        let only_keepalive = parse("[policy]\nallowed_annotations = [\"io.beta9.sandbox.keepalive\"]").unwrap();
+        assert!(only_keepalive.admit(&annotations(&[(KEEPALIVE, "true")])).is_ok());
+        let e = only_keepalive.admit(&annotations(&[(AGENT, "false")])).unwrap_err().to_string();
+        assert!(e.contains(AGENT) && e.contains("[policy] allowed_annotations"), "{e}");
+    }
+
+    #[test]
+    fn docker_wait_defaults_to_the_config() {
+        let c = parse("[docker]\ndefault_wait = \"5s\"").unwrap();
+        let a = annotations(&[(annotations::DOCKER, "true")]);
+        assert_eq!(c.docker_wait(a.docker.as_ref().unwrap()).unwrap(), Duration::from_secs(5));
+        let a = annotations(&[(annotations::DOCKER, "true"), (annotations::DOCKER_WAIT, "0s")]);
+        assert_eq!(c.docker_wait(a.docker.as_ref().unwrap()).unwrap(), Duration::ZERO);
     }
 
     #[test]

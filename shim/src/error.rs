@@ -4,6 +4,18 @@ use containerd_shim::protos::ttrpc;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// What a runsc failure means for the container it was about, read once from runsc's words
+/// where runsc is called (runsc.rs), never again by callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunscFailure {
+    /// runsc has no state for it (removed, e.g. by an operator's `runsc delete --force`).
+    Gone,
+    /// Its sandbox has stopped or is stopping: an exit is on its way.
+    NotRunning,
+    /// Anything else: runsc refused.
+    Refused,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -18,9 +30,9 @@ pub enum Error {
     Unimplemented(String),
     #[error("{0}")]
     DeadlineExceeded(String),
-    /// runsc refused; `message` is runsc's own words.
+    /// runsc refused; `message` is runsc's own words, `failure` what they mean.
     #[error("runsc {command} failed: {message}")]
-    Runsc { command: String, message: String },
+    Runsc { command: String, message: String, failure: RunscFailure },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -37,6 +49,11 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 
+    /// The container (or its sandbox) is gone or going: its exit is, or was, published anyway.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Error::Runsc { failure: RunscFailure::Gone | RunscFailure::NotRunning, .. })
+    }
+
     fn code(&self) -> ttrpc::Code {
         match self {
             Error::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
@@ -45,6 +62,9 @@ impl Error {
             Error::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
             Error::Unimplemented(_) => ttrpc::Code::UNIMPLEMENTED,
             Error::DeadlineExceeded(_) => ttrpc::Code::DEADLINE_EXCEEDED,
+            // What clients check before they clean up, as with runc's shim.
+            Error::Runsc { failure: RunscFailure::Gone, .. } => ttrpc::Code::NOT_FOUND,
+            Error::Runsc { failure: RunscFailure::NotRunning, .. } => ttrpc::Code::FAILED_PRECONDITION,
             Error::Runsc { .. } | Error::Io { .. } | Error::Other(_) => ttrpc::Code::UNKNOWN,
         }
     }

@@ -1,12 +1,18 @@
 //! containerd-shim-beta9-sandbox: a containerd shim v2 that runs containers under gVisor's runsc.
 
 mod annotations;
+mod bundle;
+mod cgroup;
 mod config;
 mod container;
+mod docker;
 mod error;
+mod events;
+mod netns;
 mod process;
 mod reaper;
 mod runsc;
+mod sandbox;
 mod service;
 mod spec;
 mod stats;

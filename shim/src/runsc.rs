@@ -14,30 +14,13 @@ use log::debug;
 use serde::Deserialize;
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, Result, RunscFailure},
     reaper::Reaper,
 };
 
-/// How the sandbox gets its network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Network {
-    /// gVisor's netstack in the spec's network namespace.
-    Sandbox,
-    /// The host's network stack (`ctr run --net-host`).
-    Host,
-    /// Loopback only.
-    None,
-}
-
-impl Network {
-    pub fn as_flag(self) -> &'static str {
-        match self {
-            Network::Sandbox => "sandbox",
-            Network::Host => "host",
-            Network::None => "none",
-        }
-    }
-}
+/// How the sandbox gets its network: gVisor's netstack in the spec's network namespace
+/// (`sandbox`), the host's stack (`host`), or loopback only (`none`).
+pub use contract::args::Network;
 
 /// The flags every runsc invocation of one sandbox carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +38,8 @@ pub struct RunscFlags {
     /// NVIDIA GPUs through nvproxy, and its Docker support when Docker is on too.
     pub nvproxy: bool,
     pub nvproxy_docker: bool,
+    /// Where the root filesystem's writes go (`--overlay2`), when not runsc's default.
+    pub overlay: Option<String>,
     pub extra: Vec<String>,
 }
 
@@ -70,6 +55,7 @@ impl RunscFlags {
             allow_packet_socket_write: false,
             nvproxy: false,
             nvproxy_docker: false,
+            overlay: None,
             extra: Vec::new(),
         }
     }
@@ -82,7 +68,7 @@ impl RunscFlags {
             // Without it runsc waits on cgroups and a sandbox whose init called os._exit hangs.
             "--ignore-cgroups".into(),
             format!("--platform={}", self.platform).into(),
-            format!("--network={}", self.network.as_flag()).into(),
+            format!("--network={}", self.network.as_str()).into(),
             "--log-format=json".into(),
             "--log".into(),
             self.log.clone().into(),
@@ -98,6 +84,9 @@ impl RunscFlags {
             if self.nvproxy_docker {
                 args.push("--nvproxy-docker".into());
             }
+        }
+        if let Some(overlay) = &self.overlay {
+            args.push(format!("--overlay2={overlay}").into());
         }
         if let Some(dir) = &self.debug_log_dir {
             args.push("--debug".into());
@@ -127,11 +116,20 @@ impl ProcessStdio {
 pub struct Runsc {
     pub binary: PathBuf,
     pub flags: RunscFlags,
+    /// Run the calls that set up the sandbox's network where /proc/sys/net is hidden (netns.rs).
+    pub isolate_proc_sys_net: bool,
+}
+
+/// One process of a container, as `runsc ps` lists it: pids inside the sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PsEntry {
+    pub pid: u32,
+    pub ppid: u32,
 }
 
 impl Runsc {
     pub fn new(binary: PathBuf, flags: RunscFlags) -> Self {
-        Runsc { binary, flags }
+        Runsc { binary, flags, isolate_proc_sys_net: false }
     }
 
     pub async fn create(&self, id: &str, bundle: &Path, pid_file: &Path, stdio: ProcessStdio) -> Result<()> {
@@ -199,7 +197,7 @@ impl Runsc {
     pub async fn delete(&self, id: &str) -> Result<()> {
         let a = vec!["delete".into(), "--force".into(), id.into()];
         match self.run("delete", a, None).await {
-            Err(Error::Runsc { message, .. }) if is_gone(&message) => Ok(()),
+            Err(e) if e.is_gone() => Ok(()),
             other => other.map(drop),
         }
     }
@@ -217,14 +215,9 @@ impl Runsc {
         self.run("events", vec!["events".into(), "--stats".into(), id.into()], None).await
     }
 
-    /// Pids inside the sandbox (1, 2, ...), not host pids.
-    pub async fn ps(&self, id: &str) -> Result<Vec<u32>> {
-        let out = self.run("ps", vec!["ps".into(), "--format=json".into(), id.into()], None).await?;
-        let text = out.trim();
-        if text.is_empty() || text == "null" {
-            return Ok(Vec::new());
-        }
-        serde_json::from_str(text).map_err(|e| Error::Other(format!("runsc ps: {e}: {text}")))
+    /// The container's processes, with pids inside the sandbox (1, 2, ...), not host pids.
+    pub async fn ps(&self, id: &str) -> Result<Vec<PsEntry>> {
+        Ok(parse_ps(&self.run("ps", vec!["ps".into(), id.into()], None).await?))
     }
 
     /// Runs a command in the running container and returns its exit code and output, for
@@ -265,7 +258,8 @@ impl Runsc {
                 sandbox with its own network namespace cannot start: use the host's network (a pod with \
                 hostNetwork: true, ctr --net-host), or loopback only ([runsc] network = \"none\"))";
         }
-        Error::Runsc { command: what.into(), message }
+        let failure = classify(&message);
+        Error::Runsc { command: what.into(), message, failure }
     }
 
     /// Runs one subcommand to completion. Output goes to anonymous files, never pipes: a gofer
@@ -273,11 +267,15 @@ impl Runsc {
     async fn output(&self, what: &str, sub: Vec<OsString>, stdio: Option<ProcessStdio>) -> Result<(i32, String, String)> {
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.flags.args()).args(&sub);
+        if self.isolate_proc_sys_net && crate::netns::SETS_UP_NETWORK.contains(&what) {
+            crate::netns::hide_proc_sys_net(&mut cmd);
+        }
         debug!("runsc {:?}", cmd.get_args().collect::<Vec<_>>());
         let started = std::time::Instant::now();
         let out = run_captured(&mut cmd, stdio).await.map_err(|e| Error::Runsc {
             command: what.into(),
             message: format!("cannot run {}: {e}", self.binary.display()),
+            failure: RunscFailure::Refused,
         });
         debug!("runsc {what} took {:?}", started.elapsed());
         out
@@ -307,6 +305,17 @@ async fn run_captured(cmd: &mut Command, stdio: Option<ProcessStdio>) -> std::io
     })
 }
 
+/// `runsc ps`'s table: `UID PID PPID C TTY STIME TIME CMD`.
+pub fn parse_ps(text: &str) -> Vec<PsEntry> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().skip(1);
+            Some(PsEntry { pid: f.next()?.parse().ok()?, ppid: f.next()?.parse().ok()? })
+        })
+        .collect()
+}
+
 /// The top-level flags `binary` knows (`runsc flags`), probed once per shim process.
 pub async fn known_flags(binary: &Path) -> &'static HashSet<String> {
     static FLAGS: tokio::sync::OnceCell<HashSet<String>> = tokio::sync::OnceCell::const_new();
@@ -333,12 +342,18 @@ fn log_len(log: &Path) -> u64 {
     std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
 }
 
-/// runsc's words for "the sandbox or container is already gone". A refused connection to the
-/// control server means the sandbox is exiting: a second kill racing the first one's exit sees it.
-pub fn is_gone(message: &str) -> bool {
-    ["sandbox is not running", "does not exist", "not found", "no such file", "connecting to control server"]
-        .iter()
-        .any(|s| message.contains(s))
+/// What runsc's words mean. Its state lookups fail with "file does not exist" (`loading
+/// container: file does not exist`); a dead sandbox answers "sandbox is not running", and one
+/// that is exiting refuses connections to its control server.
+pub fn classify(message: &str) -> RunscFailure {
+    let loading = message.contains("loading container") || message.contains("loading sandbox");
+    if loading && message.contains("does not exist") {
+        RunscFailure::Gone
+    } else if ["sandbox is not running", "connecting to control server", "in state stopped"].iter().any(|s| message.contains(s)) {
+        RunscFailure::NotRunning
+    } else {
+        RunscFailure::Refused
+    }
 }
 
 fn memfd(name: &str) -> std::io::Result<File> {
@@ -467,11 +482,24 @@ mod tests {
     }
 
     #[test]
-    fn gone_sandbox_is_recognised() {
-        assert!(is_gone("sandbox is not running"));
-        assert!(is_gone("loading container \"x\": file does not exist"));
-        assert!(is_gone("signaling container \"x\": connecting to control server at PID 7: connection refused"));
-        assert!(!is_gone("permission denied"));
+    fn runsc_words_are_classified_once() {
+        assert_eq!(classify("loading container: file does not exist"), RunscFailure::Gone);
+        assert_eq!(classify("loading container \"x\": file does not exist"), RunscFailure::Gone);
+        assert_eq!(classify("sandbox is not running"), RunscFailure::NotRunning);
+        let refused = "signaling container \"x\": connecting to control server at PID 7: connection refused";
+        assert_eq!(classify(refused), RunscFailure::NotRunning);
+        assert_eq!(classify("cannot signal a process inside container \"x\" in state stopped"), RunscFailure::NotRunning);
+        assert_eq!(classify("permission denied"), RunscFailure::Refused);
+        assert_eq!(classify("mount source /x does not exist"), RunscFailure::Refused, "not about the container");
+    }
+
+    #[test]
+    fn ps_table_is_read() {
+        let text = "UID       PID       PPID      C         TTY       STIME     TIME      CMD\n\
+0         1         0         0         ?         10:00     0s        agent\n\
+0         7         1         0         pts/0     10:00     10ms      sleep\n";
+        assert_eq!(parse_ps(text), [PsEntry { pid: 1, ppid: 0 }, PsEntry { pid: 7, ppid: 1 }]);
+        assert_eq!(parse_ps(""), []);
     }
 
     #[test]

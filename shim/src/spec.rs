@@ -7,27 +7,10 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
+use contract::{args::AgentArgs, AGENT_PATH};
 use oci_spec::runtime::{Capabilities, Capability, LinuxNamespaceType, MountBuilder, Spec};
 
-use crate::{
-    error::{Error, Result},
-    runsc::Network,
-};
-
-/// The network runsc should use for `spec`: a namespace with a path is a real one to join
-/// (`sandbox`); one without a path (ctr's default) gets none; no namespace is the host's.
-pub fn network_for(spec: &Spec) -> Network {
-    let ns = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .and_then(|nss| nss.iter().find(|n| n.typ() == LinuxNamespaceType::Network).cloned());
-    match ns {
-        None => Network::Host,
-        Some(n) if n.path().as_ref().is_some_and(|p| !p.as_os_str().is_empty()) => Network::Sandbox,
-        Some(_) => Network::None,
-    }
-}
+use crate::error::{Error, Result};
 
 /// CRI's annotations that runsc also reads: which kind of container, and which pod it joins.
 pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
@@ -55,25 +38,6 @@ pub fn role(spec: &Spec) -> Result<Role> {
             "annotation {CONTAINER_TYPE}={other:?} is not a CRI container type (sandbox or container)"
         ))),
     }
-}
-
-/// Where the agent binary appears inside every sandbox.
-pub const AGENT_PATH: &str = "/.beta9/agent";
-
-/// What the agent is told to do, besides running the original command.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AgentArgs {
-    pub keepalive: bool,
-    /// Run and supervise dockerd.
-    pub docker: Option<DockerArgs>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DockerArgs {
-    /// Extra dockerd arguments.
-    pub args: Vec<String>,
-    /// Size of the tmpfs on /var/lib/docker.
-    pub tmpfs_size: Option<String>,
 }
 
 /// The capabilities dockerd needs inside gVisor (gVisor's docker-in-gVisor guide).
@@ -127,23 +91,41 @@ pub fn inject_agent(spec: &mut Spec, agent: &Path, agent_args: &AgentArgs) -> Re
         .map_err(|e| Error::Other(format!("agent mount: {e}")))?;
     spec.mounts_mut().get_or_insert_with(Vec::new).push(mount);
     let process = spec.process_mut().as_mut().ok_or_else(|| Error::InvalidArgument("the spec has no process".into()))?;
+    let agent_args = AgentArgs { command: process.args().clone().unwrap_or_default(), ..agent_args.clone() };
     let mut args = vec![AGENT_PATH.to_string()];
-    if agent_args.keepalive {
-        args.push("--keepalive".into());
-    }
-    if let Some(docker) = &agent_args.docker {
-        args.push("--docker".into());
-        for a in &docker.args {
-            args.extend(["--docker-arg".to_string(), a.clone()]);
-        }
-        if let Some(size) = &docker.tmpfs_size {
-            args.extend(["--docker-tmpfs-size".to_string(), size.clone()]);
-        }
-    }
-    args.push("--".into());
-    args.extend(process.args().clone().unwrap_or_default());
+    args.extend(agent_args.to_argv());
     process.set_args(Some(args));
     Ok(())
+}
+
+/// Refuses what gVisor cannot do as asked, before anything runs. A user namespace with uid/gid
+/// mappings (Kubernetes' `hostUsers: false`) would half-run: runsc puts its own processes in
+/// it, but inside the sandbox every process sees the identity mapping.
+pub fn check_supported(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    let userns = linux.and_then(|l| l.namespaces().as_ref()).is_some_and(|nss| nss.iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    let mapped = linux.is_some_and(|l| l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()) || l.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()));
+    if userns || mapped {
+        return Err(Error::InvalidArgument(
+            "user namespaces (uid/gid mappings, Kubernetes' hostUsers: false) are not supported: gVisor's runsc \
+ignores the mappings inside the sandbox, where every process would see the host's ids; the sandbox itself \
+already isolates the workload from the host's kernel"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Where runsc keeps the writes to the container's root filesystem (`--overlay2`). By default
+/// in a file inside the rootfs (`root:self`), which a read-only rootfs mount cannot hold: there
+/// the writes go to the sandbox's memory (`root:memory`) and count as its memory. A spec that
+/// asks for a read-only root gets no overlay from runsc at all.
+pub fn overlay_medium(spec: &Spec, rootfs: &Path) -> Option<String> {
+    if spec.root().as_ref().is_some_and(|r| r.readonly().unwrap_or(false)) {
+        return None;
+    }
+    let read_only = nix::sys::statvfs::statvfs(rootfs).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    read_only.then(|| "root:memory".to_string())
 }
 
 pub fn save(spec: &Spec, bundle: &Path) -> Result<()> {
@@ -260,24 +242,8 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, ProcessBuilder, SpecBuilder};
+    use oci_spec::runtime::{ProcessBuilder, SpecBuilder};
     use std::os::unix::fs::symlink;
-
-    fn spec_with_netns(netns: Option<Option<&str>>) -> Spec {
-        let mut nss = vec![LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid).build().unwrap()];
-        if let Some(path) = netns {
-            let mut b = LinuxNamespaceBuilder::default();
-            b = b.typ(LinuxNamespaceType::Network);
-            if let Some(p) = path {
-                b = b.path(p);
-            }
-            nss.push(b.build().unwrap());
-        }
-        SpecBuilder::default()
-            .linux(LinuxBuilder::default().namespaces(nss).build().unwrap())
-            .build()
-            .unwrap()
-    }
 
     #[test]
     fn role_comes_from_the_cri_annotations() {
@@ -294,13 +260,6 @@ mod tests {
         );
         assert!(with(&[(CONTAINER_TYPE, "container")]).unwrap_err().to_string().contains(SANDBOX_ID));
         assert!(with(&[(CONTAINER_TYPE, "podsandbox")]).unwrap_err().to_string().contains("podsandbox"));
-    }
-
-    #[test]
-    fn network_follows_the_spec() {
-        assert_eq!(network_for(&spec_with_netns(Some(Some("/var/run/netns/x")))), Network::Sandbox);
-        assert_eq!(network_for(&spec_with_netns(Some(None))), Network::None);
-        assert_eq!(network_for(&spec_with_netns(None)), Network::Host);
     }
 
     #[test]
@@ -338,7 +297,7 @@ mod tests {
             .process(ProcessBuilder::default().args(vec!["sh".to_string(), "-c".to_string(), "exit 7".to_string()]).build().unwrap())
             .build()
             .unwrap();
-        inject_agent(&mut spec, Path::new("/opt/beta9/agent"), &AgentArgs { keepalive: true, docker: None }).unwrap();
+        inject_agent(&mut spec, Path::new("/opt/beta9/agent"), &AgentArgs { keepalive: true, ..Default::default() }).unwrap();
         let args = spec.process().as_ref().unwrap().args().clone().unwrap();
         assert_eq!(args, ["/.beta9/agent", "--keepalive", "--", "sh", "-c", "exit 7"]);
         let m = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new(AGENT_PATH)).unwrap();
@@ -353,13 +312,13 @@ mod tests {
         assert_eq!(plain.process().as_ref().unwrap().args().clone().unwrap(), ["/.beta9/agent", "--", "true"]);
 
         let mut docker = SpecBuilder::default().process(ProcessBuilder::default().args(Vec::<String>::new()).build().unwrap()).build().unwrap();
-        let docker_args = DockerArgs { args: vec!["--debug".into(), "--label=a b".into()], tmpfs_size: Some("8g".into()) };
-        let agent_args = AgentArgs { keepalive: true, docker: Some(docker_args) };
+        let docker_args = contract::args::Docker { args: vec!["--debug".into()], ..Default::default() };
+        let agent_args = AgentArgs { keepalive: true, docker: Some(docker_args.clone()), command: vec!["ignored".into()] };
         inject_agent(&mut docker, Path::new("/a"), &agent_args).unwrap();
-        assert_eq!(
-            docker.process().as_ref().unwrap().args().clone().unwrap(),
-            ["/.beta9/agent", "--keepalive", "--docker", "--docker-arg", "--debug", "--docker-arg", "--label=a b", "--docker-tmpfs-size", "8g", "--"]
-        );
+        let args = docker.process().as_ref().unwrap().args().clone().unwrap();
+        assert_eq!(args[0], AGENT_PATH);
+        let parsed = AgentArgs::parse(&args[1..]).unwrap();
+        assert_eq!(parsed, AgentArgs { keepalive: true, docker: Some(docker_args), command: vec![] }, "the spec's command, not the caller's");
     }
 
     #[test]
@@ -373,6 +332,37 @@ mod tests {
         }
         // What the spec already had is kept.
         assert!(caps.bounding().as_ref().unwrap().contains(&Capability::AuditWrite));
+    }
+
+    #[test]
+    fn user_namespaces_are_refused_with_the_reason() {
+        use oci_spec::runtime::{LinuxBuilder, LinuxIdMappingBuilder, LinuxNamespaceBuilder};
+        let userns = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::User).build().unwrap();
+        let map = LinuxIdMappingBuilder::default().host_id(100000u32).container_id(0u32).size(65536u32).build().unwrap();
+        let linux = LinuxBuilder::default().namespaces(vec![userns]).uid_mappings(vec![map]).gid_mappings(vec![map]).build().unwrap();
+        let spec = SpecBuilder::default().linux(linux).build().unwrap();
+        let e = check_supported(&spec).unwrap_err().to_string();
+        assert!(e.contains("user namespaces") && e.contains("hostUsers: false"), "{e}");
+        assert!(check_supported(&Spec::default()).is_ok());
+    }
+
+    #[test]
+    fn overlay_goes_to_memory_only_for_a_read_only_rootfs_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_root = |readonly: bool| {
+            let mut s = Spec::default();
+            s.set_root(Some(oci_spec::runtime::RootBuilder::default().path("rootfs").readonly(readonly).build().unwrap()));
+            s
+        };
+        assert_eq!(overlay_medium(&with_root(false), dir.path()), None, "a writable rootfs keeps runsc's default");
+        // A read-only mount, as a read-only snapshot view is (the tests run as root).
+        use nix::mount::{mount, umount, MsFlags};
+        mount(Some("tmpfs"), dir.path(), Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>).expect("mount a read-only tmpfs");
+        let medium = overlay_medium(&with_root(false), dir.path());
+        let readonly_root = overlay_medium(&with_root(true), dir.path());
+        umount(dir.path()).unwrap();
+        assert_eq!(medium.as_deref(), Some("root:memory"));
+        assert_eq!(readonly_root, None, "a read-only root gets no overlay from runsc at all");
     }
 
     #[test]

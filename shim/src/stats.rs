@@ -1,8 +1,44 @@
-//! What `runsc events --stats` reports for a sandbox, read into plain numbers.
+//! A container's usage for Stats (`ctr task metrics`, CRI ContainerStats): what `runsc events
+//! --stats` reports, in containerd's cgroup v1 metrics type.
 
+use containerd_shim::protos::{
+    cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry as ProtoMemoryEntry, MemoryStat, Metrics, PidsStat},
+    protobuf::{well_known_types::any::Any, MessageField},
+};
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::{
+    container::Container,
+    error::{Error, Result},
+};
+
+/// The container's usage as containerd's metrics.
+pub async fn collect(c: &Container) -> Result<Any> {
+    let s = c.stats().await?;
+    let mut m = Metrics::new();
+    m.cpu = MessageField::some(CPUStat {
+        usage: MessageField::some(CPUUsage {
+            total: s.cpu.usage.total,
+            kernel: s.cpu.usage.kernel,
+            user: s.cpu.usage.user,
+            per_cpu: s.cpu.usage.percpu,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let entry = |e: &MemoryEntry| {
+        MessageField::some(ProtoMemoryEntry { limit: e.limit, usage: e.usage, max: e.max, failcnt: e.failcnt, ..Default::default() })
+    };
+    m.memory = MessageField::some(MemoryStat {
+        cache: s.memory.cache,
+        usage: entry(&s.memory.usage),
+        swap: entry(&s.memory.swap),
+        kernel: entry(&s.memory.kernel),
+        ..Default::default()
+    });
+    m.pids = MessageField::some(PidsStat { current: s.pids.current, limit: s.pids.limit, ..Default::default() });
+    containerd_shim::util::convert_to_any(Box::new(m)).map_err(|e| Error::Other(format!("encode metrics: {e}")))
+}
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(default)]

@@ -8,7 +8,10 @@
 
 use std::{
     fs::{File, OpenOptions},
-    os::{fd::OwnedFd, unix::fs::OpenOptionsExt},
+    os::{
+        fd::{AsFd, BorrowedFd, OwnedFd},
+        unix::fs::OpenOptionsExt,
+    },
     path::Path,
     process::Stdio as ChildStdio,
     sync::Mutex,
@@ -17,7 +20,7 @@ use std::{
 
 use log::debug;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::unix::pipe,
     sync::{oneshot, watch},
     task::JoinHandle,
@@ -28,8 +31,9 @@ use crate::{
     runsc::ProcessStdio,
 };
 
-/// How long output still buffered in a pipe may take to reach containerd once the process is gone.
-const DRAIN: Duration = Duration::from_secs(2);
+/// How long the client may leave the output unread once the process is gone: its exit waits for
+/// its output to reach the client, but not for a client that stopped reading.
+const STALL: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StdioPaths {
@@ -45,7 +49,8 @@ pub struct ProcessIo {
     outputs: Vec<JoinHandle<()>>,
     /// Ends the stdin copy, closing the process's stdin.
     stdin_stop: Mutex<Option<oneshot::Sender<()>>>,
-    cancel: Option<watch::Sender<bool>>,
+    /// Tells the output copies that the process has exited.
+    exited: Option<watch::Sender<bool>>,
     /// A terminal: the socket runsc sends its master to, then the master itself.
     console: Option<Console>,
     master: Option<std::sync::Arc<OwnedFd>>,
@@ -108,9 +113,9 @@ impl ProcessIo {
             io.paths = paths.clone();
             return Ok((stdio, io));
         }
-        let (cancel, cancelled) = watch::channel(false);
+        let (exited, exit) = watch::channel(false);
         let mut io = ProcessIo::default();
-        io.cancel = Some(cancel);
+        io.exited = Some(exited);
         let mut stdio = ProcessStdio::null();
 
         match target(&paths.stdin)? {
@@ -125,16 +130,16 @@ impl ProcessIo {
                 tokio::spawn(copy_stdin(path, to, stopped));
             }
         }
-        stdio.stdout = io.output(&paths.stdout, cancelled.clone())?;
-        stdio.stderr = io.output(&paths.stderr, cancelled)?;
+        stdio.stdout = io.output(&paths.stdout, exit.clone())?;
+        stdio.stderr = io.output(&paths.stderr, exit)?;
         Ok((stdio, io))
     }
 
-    fn output(&mut self, path: &str, cancelled: watch::Receiver<bool>) -> Result<ChildStdio> {
+    fn output(&mut self, path: &str, exit: watch::Receiver<bool>) -> Result<ChildStdio> {
         let Some(to) = self.writer(path)? else { return Ok(ChildStdio::null()) };
         let (r, w) = pipe_pair()?;
         let from = pipe::Receiver::from_owned_fd(r).map_err(Error::io("output pipe"))?;
-        self.outputs.push(tokio::spawn(copy(from, to, cancelled)));
+        self.outputs.push(tokio::spawn(copy(from, to, exit)));
         Ok(ChildStdio::from(w))
     }
 
@@ -165,8 +170,8 @@ impl ProcessIo {
         let Some(console) = self.console.take() else { return Ok(()) };
         let master = receive_master(&console).await?;
         let master = std::sync::Arc::new(master);
-        let (cancel, cancelled) = watch::channel(false);
-        self.cancel = Some(cancel);
+        let (exited, exit) = watch::channel(false);
+        self.exited = Some(exited);
         if let Target::Fifo(path) = target(&self.paths.stdin)? {
             let to = master.try_clone().map_err(Error::io("dup the terminal"))?;
             let (stop, stopped) = oneshot::channel();
@@ -176,17 +181,16 @@ impl ProcessIo {
         let from = master.try_clone().map_err(Error::io("dup the terminal"))?;
         let out = self.paths.stdout.clone();
         if let Some(to) = self.writer(&out)? {
-            self.outputs.push(tokio::spawn(copy(Terminal::new(from)?, to, cancelled)));
+            self.outputs.push(tokio::spawn(copy(Terminal::new(from)?, to, exit)));
         }
         self.master = Some(master);
         Ok(())
     }
 
-    /// ResizePty: the terminal's window size, which also signals SIGWINCH inside.
+    /// ResizePty: the terminal's window size, which also signals SIGWINCH inside. A process
+    /// without a terminal has nothing to resize (clients ask unconditionally, as runc's shim allows).
     pub fn resize(&self, width: u32, height: u32) -> Result<()> {
-        let Some(master) = &self.master else {
-            return Err(Error::FailedPrecondition("the process has no terminal".into()));
-        };
+        let Some(master) = &self.master else { return Ok(()) };
         let ws = libc::winsize { ws_row: height as u16, ws_col: width as u16, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the call.
         let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&**master), libc::TIOCSWINSZ, &ws) };
@@ -203,29 +207,24 @@ impl ProcessIo {
         }
     }
 
-    /// The process exited: stop feeding it and let its output drain, for a bounded time
-    /// because an orphan inside may still hold the pipe.
+    /// The process exited: stop feeding it, and return once everything it wrote has reached
+    /// the client. Its output is in the pipe (or terminal) by now, so it is read without
+    /// waiting for an end of file that an orphan, or runsc itself, may hold off.
     pub async fn finish(&mut self) {
         self.close_stdin();
-        let outputs = std::mem::take(&mut self.outputs);
-        let drained = async {
-            for o in outputs {
-                let _ = o.await;
-            }
-        };
-        if tokio::time::timeout(DRAIN, drained).await.is_err() {
-            debug!("output still open after the process exited; closing it");
+        if let Some(exited) = &self.exited {
+            let _ = exited.send(true);
         }
-        if let Some(c) = self.cancel.take() {
-            let _ = c.send(true);
+        for o in std::mem::take(&mut self.outputs) {
+            let _ = o.await;
         }
     }
 }
 
 impl Drop for ProcessIo {
     fn drop(&mut self) {
-        if let Some(c) = self.cancel.take() {
-            let _ = c.send(true);
+        for o in &self.outputs {
+            o.abort();
         }
         self.close_stdin();
     }
@@ -331,6 +330,12 @@ async fn receive_master(console: &Console) -> Result<OwnedFd> {
 /// Reading it gives `EIO` once every process holding the other side has gone: its end of file.
 struct Terminal(tokio::io::unix::AsyncFd<File>);
 
+impl AsFd for Terminal {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.get_ref().as_fd()
+    }
+}
+
 impl Terminal {
     fn new(fd: OwnedFd) -> Result<Self> {
         set_nonblocking(&fd)?;
@@ -419,16 +424,62 @@ impl AsyncWrite for HeldSender {
     }
 }
 
-async fn copy<R, W>(mut from: R, mut to: W, mut cancelled: watch::Receiver<bool>)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    tokio::select! {
-        r = tokio::io::copy(&mut from, &mut to) => {
-            if let Err(e) = r { debug!("stdio copy ended: {e}"); }
+/// An output source whose descriptor can also be read directly, without the reactor.
+trait Source: AsyncRead + AsFd + Unpin {}
+impl Source for pipe::Receiver {}
+impl Source for Terminal {}
+
+/// Copies a process's output to the client until its end, or until the process has exited and
+/// what it left in the pipe is delivered. Chunks are written whole: nothing read is dropped.
+async fn copy<R: Source, W: AsyncWrite + Unpin>(mut from: R, mut to: W, mut exited: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = loop {
+        let n = tokio::select! {
+            biased;
+            r = from.read(&mut buf) => match r {
+                Ok(0) => break true,
+                Ok(n) => n,
+                Err(e) => {
+                    debug!("stdio copy ended: {e}");
+                    break true;
+                }
+            },
+            _ = exited.wait_for(|e| *e) => break false,
+        };
+        if !deliver(&mut to, &buf[..n]).await {
+            return;
         }
-        _ = cancelled.wait_for(|c| *c) => {}
+    };
+    // Exited: read straight from the descriptor, as the reactor may not have seen the last
+    // data arrive, until it is empty (EAGAIN) or ended (EOF, or EIO for a terminal).
+    while !ended {
+        match nix::unistd::read(from.as_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if !deliver(&mut to, &buf[..n]).await {
+                    return;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    // A file target writes in the background until flushed.
+    let _ = tokio::time::timeout(STALL, to.flush()).await;
+}
+
+/// Writes a chunk to the client; false if it cannot take it, or left it unread for `STALL`.
+async fn deliver<W: AsyncWrite + Unpin>(to: &mut W, chunk: &[u8]) -> bool {
+    match tokio::time::timeout(STALL, to.write_all(chunk)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            debug!("stdio copy ended: {e}");
+            false
+        }
+        Err(_) => {
+            debug!("the client did not read the output for {STALL:?}; dropping the rest");
+            false
+        }
     }
 }
 

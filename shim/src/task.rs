@@ -1,87 +1,59 @@
-//! The ttrpc Task service: translates containerd's requests into container operations and
-//! publishes the task events, in order.
+//! The ttrpc Task service: each method translates containerd's request, finds the sandbox or
+//! container it is about, and publishes the task events in the order they happen.
 
 use std::{
-    collections::{HashMap, HashSet},
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::SystemTime,
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
 use containerd_shim::{
     api::{self, Empty, Status as ApiStatus},
-    asynchronous::{publisher::RemotePublisher, ExitSignal},
-    event::Event,
+    asynchronous::ExitSignal,
     protos::{
-        cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat},
         events::task::{
-            TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused, TaskResumed, TaskStart,
+            TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed,
+            TaskStart,
         },
         protobuf::{well_known_types::timestamp::Timestamp, MessageField},
+        shim::oci::ProcessDetails,
         shim_async::Task,
         ttrpc::{self, r#async::TtrpcContext},
+        types::task::ProcessInfo,
     },
 };
-use log::{debug, info, warn};
-use tokio::sync::{oneshot, Mutex};
+use log::{info, warn};
+use tokio::sync::oneshot;
 
 use crate::{
+    annotations::SandboxAnnotations,
+    bundle::{Bundle, Mount},
     config::{self, Config},
-    container::{self, Container, CreateConfig, Mount, SandboxContext},
-    error::{Error, Result},
+    container::{Container, CreateRequest},
+    events::EventSender,
     process::{Exit, Status},
+    sandbox::{Sandbox, Shared, ShimContext, State},
     spec::{self, Role},
     stdio::StdioPaths,
 };
 
-type Shared = Arc<Mutex<Container>>;
+use crate::error::{Error, Result};
 
 pub struct TaskService {
-    /// containerd's address and the namespace: with the container id, they name a runsc root.
-    containerd_address: String,
-    namespace: String,
-    /// One container, or a pod: its sandbox (the pause) and its app containers.
-    containers: Arc<Mutex<HashMap<String, Shared>>>,
-    /// Ids whose Create is under way: reserved, so the map is not held across a Create.
-    creating: std::sync::Mutex<HashSet<String>>,
-    events: Events,
+    ctx: ShimContext,
+    /// The sandbox this shim serves, once its first container was created.
+    sandbox: Mutex<Option<Arc<Sandbox>>>,
+    /// Ids whose Create is under way: reserved, so no lock is held across a Create.
+    creating: Mutex<HashSet<String>>,
+    events: EventSender,
     exit: Arc<ExitSignal>,
-}
-
-#[derive(Clone)]
-struct Events {
-    publisher: Arc<RemotePublisher>,
-    namespace: String,
-}
-
-impl Events {
-    async fn send(&self, event: impl Event) {
-        let topic = event.topic();
-        debug!("publish {topic}");
-        if let Err(e) = self
-            .publisher
-            .publish(ttrpc::context::Context::default(), &topic, &self.namespace, Box::new(event))
-            .await
-        {
-            warn!("publish {topic}: {e}");
-        }
-    }
 }
 
 /// An id reserved while its Create runs; released when dropped, whatever Create returned.
 struct Reservation<'a> {
-    set: &'a std::sync::Mutex<HashSet<String>>,
+    set: &'a Mutex<HashSet<String>>,
     id: String,
-}
-
-impl<'a> Reservation<'a> {
-    fn take(set: &'a std::sync::Mutex<HashSet<String>>, id: &str, exists: bool) -> Result<Self> {
-        if exists || !set.lock().unwrap().insert(id.to_string()) {
-            return Err(Error::AlreadyExists(format!("container {id} already exists")));
-        }
-        Ok(Reservation { set, id: id.to_string() })
-    }
 }
 
 impl Drop for Reservation<'_> {
@@ -93,7 +65,7 @@ impl Drop for Reservation<'_> {
 /// After a failed start tore the sandbox down: returns once its exit is recorded, so the
 /// client's next Delete finds it stopped; the bound covers a sandbox that would not die.
 async fn exit_recorded(exited: impl std::future::Future<Output = Option<Exit>>) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), exited).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), exited).await;
 }
 
 fn timestamp(t: SystemTime) -> MessageField<Timestamp> {
@@ -106,84 +78,86 @@ fn exit_fields(exit: Option<Exit>) -> (u32, MessageField<Timestamp>) {
 }
 
 impl TaskService {
-    pub fn new(containerd_address: String, namespace: String, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
-        TaskService {
-            containerd_address,
-            namespace: namespace.clone(),
-            containers: Arc::new(Mutex::new(HashMap::new())),
-            creating: std::sync::Mutex::new(HashSet::new()),
-            events: Events { publisher: Arc::new(publisher), namespace },
-            exit,
-        }
+    pub fn new(ctx: ShimContext, events: EventSender, exit: Arc<ExitSignal>) -> Self {
+        TaskService { ctx, sandbox: Mutex::new(None), creating: Mutex::new(HashSet::new()), events, exit }
     }
 
-    async fn get(&self, id: &str) -> Result<Shared> {
-        self.containers
-            .lock()
-            .await
-            .get(id)
-            .cloned()
+    fn sandbox(&self) -> Option<Arc<Sandbox>> {
+        self.sandbox.lock().unwrap().clone()
+    }
+
+    fn get(&self, id: &str) -> Result<Shared> {
+        self.sandbox()
+            .and_then(|s| s.get(id))
             .ok_or_else(|| Error::NotFound(format!("container {id} does not exist")))
     }
 
-    /// Publishes TaskExit once `exit` fires: for an init only after its execs' exits, and for
-    /// any process only after its start event, which the caller has already sent.
+    /// Reserves `id` for a Create: a sandbox's first container only in a shim that serves none
+    /// yet, a pod's app container only beside its sandbox.
+    fn reserve(&self, id: &str, role: &Role) -> Result<(Reservation<'_>, Option<Arc<Sandbox>>)> {
+        let sandbox = self.sandbox();
+        let mut creating = self.creating.lock().unwrap();
+        if creating.contains(id) || sandbox.as_ref().is_some_and(|s| s.get(id).is_some()) {
+            return Err(Error::AlreadyExists(format!("container {id} already exists")));
+        }
+        let joins = matches!(role, Role::PodContainer { .. });
+        if !joins && (sandbox.is_some() || !creating.is_empty()) {
+            return Err(Error::FailedPrecondition(format!(
+                "this shim already runs a sandbox; a second container joins it only as a pod's app container ({}=container, {})",
+                spec::CONTAINER_TYPE,
+                spec::SANDBOX_ID
+            )));
+        }
+        if let (Role::PodContainer { sandbox_id }, None) = (role, &sandbox) {
+            return Err(Error::FailedPrecondition(format!("pod sandbox {sandbox_id} is not served by this shim")));
+        }
+        creating.insert(id.to_string());
+        Ok((Reservation { set: &self.creating, id: id.to_string() }, sandbox.filter(|_| joins)))
+    }
+
+    /// Publishes TaskExit once `exit` fires: for an init only after its execs' exits (and for a
+    /// sandbox's first container, after every other container's), for any process only after
+    /// its start event, which the caller has already queued, and only once the output the
+    /// process wrote has reached the client.
     fn watch_exit(&self, c: Shared, exec_id: String, exit: oneshot::Receiver<i32>) {
         let events = self.events.clone();
-        let containers = self.containers.clone();
         tokio::spawn(async move {
             let code = exit.await.unwrap_or(255);
+            let (id, sandbox, first) = {
+                let c = c.lock().await;
+                (c.id().to_string(), c.sandbox().clone(), c.is_first())
+            };
             if exec_id.is_empty() {
-                let (mut execs, sandbox): (Vec<_>, bool) = {
-                    let c = c.lock().await;
-                    let execs = c.execs.values().filter(|e| e.process.status == Status::Running).map(|e| e.process.exited()).collect();
-                    (execs, c.role == Role::PodSandbox)
-                };
-                // A pod's sandbox exiting takes its app containers along: their exits go first.
-                let others: Vec<Shared> = if sandbox {
-                    containers.lock().await.values().filter(|o| !Arc::ptr_eq(o, &c)).cloned().collect()
-                } else {
-                    Vec::new()
-                };
-                for o in &others {
-                    let o = o.lock().await;
-                    if o.init.status == Status::Running {
-                        execs.push(o.init.exited());
-                    }
-                }
-                // The sandbox is gone, so its exec waiters are exiting too; the bound is a safety net.
-                let all = async {
-                    for e in execs {
-                        e.await;
-                    }
-                };
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), all).await;
-                // Each publishes its exit under its own lock: taking it once orders ours after.
-                for o in &others {
-                    drop(o.lock().await);
+                // The sandbox is gone when its first container is, so these are ending too; the
+                // bound is a safety net.
+                let execs = c.lock().await.execs_exited();
+                let _ = tokio::time::timeout(Duration::from_secs(2), execs).await;
+                if first {
+                    sandbox.set_state(State::Stopped);
+                    sandbox.others_exited().await;
                 }
             }
+            let io = c.lock().await.take_io(&exec_id);
+            if let Some(mut io) = io {
+                io.finish().await;
+            }
             // Recorded and queued under the container's lock: State and Delete never see a
-            // process that containerd was told had exited still running, and an init waiting for
-            // its execs can only queue its own exit after theirs.
+            // process that containerd was told had exited still running.
             let mut c = c.lock().await;
-            let id = c.id.clone();
-            let Ok(p) = c.process_mut(&exec_id) else { return };
-            let exit = p.set_exited(code);
-            let (pid, mut io) = (p.pid, std::mem::take(&mut p.io));
+            let Some((pid, exit)) = c.record_exit(&exec_id, code) else { return };
             info!("{id} {exec_id} exited with {}", exit.code);
-            events
-                .send(TaskExit {
-                    container_id: id.clone(),
-                    id: if exec_id.is_empty() { id } else { exec_id },
-                    pid,
-                    exit_status: exit.code,
-                    exited_at: timestamp(exit.at),
-                    ..Default::default()
-                })
-                .await;
-            drop(c);
-            tokio::spawn(async move { io.finish().await });
+            if first && exec_id.is_empty() && sandbox.cgroup().is_some_and(|cg| cg.oom_killed()) {
+                // Before the exit, so CRI reports the container OOMKilled.
+                events.send(TaskOOM { container_id: id.clone(), ..Default::default() });
+            }
+            events.send(TaskExit {
+                container_id: id.clone(),
+                id: if exec_id.is_empty() { id } else { exec_id },
+                pid,
+                exit_status: exit.code,
+                exited_at: timestamp(exit.at),
+                ..Default::default()
+            });
         });
     }
 
@@ -191,142 +165,128 @@ impl TaskService {
         if !req.checkpoint.is_empty() {
             return Err(Error::Unimplemented("restoring from a checkpoint is not supported".into()));
         }
-        let spec = spec::load(Path::new(&req.bundle))?;
+        let bundle = Bundle::new(&req.bundle);
+        let spec = spec::load(bundle.path())?;
         let role = spec::role(&spec)?;
-        let containers = self.containers.lock().await;
-        let pod = match &role {
-            Role::PodContainer { sandbox_id } => {
-                let sandbox = containers.get(sandbox_id).ok_or_else(|| {
-                    Error::FailedPrecondition(format!("pod sandbox {sandbox_id} is not served by this shim"))
-                })?;
-                let sandbox = sandbox.lock().await;
-                if sandbox.role != Role::PodSandbox || sandbox.init.status != Status::Running {
-                    return Err(Error::FailedPrecondition(format!("pod sandbox {sandbox_id} is not running")));
-                }
-                Some(sandbox.runsc.clone())
+        let config_path = req.options.as_ref().and_then(|o| config::config_path_from_options(&o.type_url, &o.value));
+        let config = Config::load(config_path.as_deref())?;
+        let annotations = SandboxAnnotations::parse(spec.annotations().as_ref().unwrap_or(&Default::default()))?;
+        config.admit(&annotations)?;
+        let (_reservation, joined) = self.reserve(&req.id, &role)?;
+        let sandbox = match (&joined, &role) {
+            (Some(s), Role::PodContainer { sandbox_id }) => {
+                s.admit(sandbox_id, &annotations)?;
+                s.clone()
             }
-            _ if !containers.is_empty() || !self.creating.lock().unwrap().is_empty() => {
-                return Err(Error::FailedPrecondition(format!(
-                    "this shim already runs a sandbox; a second container joins it only as a pod's app container ({}=container, {})",
-                    spec::CONTAINER_TYPE,
-                    spec::SANDBOX_ID
-                )));
-            }
-            _ => None,
+            _ => Arc::new(Sandbox::plan(&req.id, bundle.path(), &spec, &role, &config, &annotations, &self.ctx).await?),
         };
-        let reservation = Reservation::take(&self.creating, &req.id, containers.contains_key(&req.id))?;
-        // Not held across Create: State, Kill and Delete of the pod's other containers go on.
-        drop(containers);
-        let stdio = StdioPaths {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-        };
-        let cfg = CreateConfig {
+        let create = CreateRequest {
             id: req.id.clone(),
-            bundle: PathBuf::from(&req.bundle),
+            bundle,
             rootfs: req
                 .rootfs
                 .iter()
                 .map(|m| Mount { kind: m.type_.clone(), source: m.source.clone(), options: m.options.clone() })
                 .collect(),
-            stdio,
+            stdio: StdioPaths { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal },
             spec,
             role,
-            pod,
         };
-        let config_path = req.options.as_ref().and_then(|o| config::config_path_from_options(&o.type_url, &o.value));
-        let ctx = SandboxContext {
-            config: Config::load(config_path.as_deref())?,
-            containerd_address: self.containerd_address.clone(),
-            namespace: self.namespace.clone(),
+        let c = match Container::create(create, &sandbox, &config, &annotations).await {
+            Ok(c) => c,
+            Err(e) => {
+                if joined.is_none() {
+                    sandbox.release().await;
+                }
+                return Err(e);
+            }
         };
-        let c = Container::create(cfg, &ctx).await?;
-        let pid = c.init.pid;
-        self.containers.lock().await.insert(req.id.clone(), Arc::new(Mutex::new(c)));
-        drop(reservation);
-        self.events
-            .send(TaskCreate {
-                container_id: req.id.clone(),
-                bundle: req.bundle.clone(),
-                rootfs: req.rootfs.clone(),
-                io: MessageField::some(TaskIO {
-                    stdin: req.stdin,
-                    stdout: req.stdout,
-                    stderr: req.stderr,
-                    terminal: req.terminal,
-                    ..Default::default()
-                }),
-                checkpoint: req.checkpoint,
-                pid,
+        let pid = c.view("").map(|v| v.pid).unwrap_or_default();
+        sandbox.add(&req.id, Arc::new(tokio::sync::Mutex::new(c)));
+        if joined.is_none() {
+            *self.sandbox.lock().unwrap() = Some(sandbox);
+        }
+        self.events.send(TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: MessageField::some(TaskIO {
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+                terminal: req.terminal,
                 ..Default::default()
-            })
-            .await;
+            }),
+            checkpoint: req.checkpoint,
+            pid,
+            ..Default::default()
+        });
         Ok(api::CreateTaskResponse { pid, ..Default::default() })
     }
 
     pub async fn task_start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
-        let shared = self.get(&req.id).await?;
+        let shared = self.get(&req.id)?;
         let mut c = shared.lock().await;
-        if req.exec_id.is_empty() {
-            let pid = match c.start().await {
-                Ok(pid) => pid,
-                Err(e) => {
-                    // Nothing runs on after a failed start; its exit is published as runc's
-                    // shim does for an init that could not start.
-                    let exit = c.abandon().await;
-                    let exited = c.init.exited();
-                    drop(c);
-                    self.watch_exit(shared.clone(), String::new(), exit);
-                    exit_recorded(exited).await;
-                    return Err(e);
-                }
-            };
-            let exit = c.init_exit.take().ok_or_else(|| Error::Other("init exit already watched".into()))?;
-            self.events.send(TaskStart { container_id: req.id.clone(), pid, ..Default::default() }).await;
-            self.watch_exit(shared.clone(), String::new(), exit);
-            let docker = c.docker_wait.map(|wait| (c.runsc.clone(), c.bundle.clone(), wait));
-            // Not held while dockerd starts: State and Kill must answer meanwhile.
-            drop(c);
-            if let Some((runsc, bundle, wait)) = docker {
-                if let Err(e) = Container::wait_docker_ready(&runsc, &req.id, wait).await {
-                    warn!("{}: Docker not ready, tearing the sandbox down: {e}", req.id);
-                    let exited = shared.lock().await.init.exited();
-                    container::teardown(&runsc, &req.id, &bundle).await;
-                    exit_recorded(exited).await;
-                    return Err(e);
-                }
-            }
+        if !req.exec_id.is_empty() {
+            let (pid, exit) = c.start_exec(&req.exec_id).await?;
+            self.events.send(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() });
+            self.watch_exit(shared.clone(), req.exec_id, exit);
             return Ok(api::StartResponse { pid, ..Default::default() });
         }
-        let (pid, exit) = c.start_exec(&req.exec_id).await?;
-        self.events
-            .send(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() })
-            .await;
-        self.watch_exit(shared.clone(), req.exec_id, exit);
+        let (pid, exit) = match c.start().await {
+            Ok(started) => started,
+            Err(e) => {
+                // Nothing runs on after a failed start; its exit is published as runc's shim
+                // does for an init that could not start.
+                let exit = c.abandon().await;
+                let exited = c.exited("");
+                drop(c);
+                self.watch_exit(shared.clone(), String::new(), exit);
+                exit_recorded(exited).await;
+                return Err(e);
+            }
+        };
+        if c.is_first() {
+            c.sandbox().set_state(State::Running);
+        }
+        self.events.send(TaskStart { container_id: req.id.clone(), pid, ..Default::default() });
+        self.watch_exit(shared.clone(), String::new(), exit);
+        let docker = c.docker_ready();
+        // Not held while dockerd starts: State and Kill must answer meanwhile.
+        drop(c);
+        if let Some(ready) = docker {
+            if let Err(e) = ready.await {
+                warn!("{}: Docker not ready, tearing the sandbox down: {e}", req.id);
+                let mut c = shared.lock().await;
+                let exited = c.exited("");
+                drop(c.abandon().await);
+                drop(c);
+                exit_recorded(exited).await;
+                return Err(e);
+            }
+        }
         Ok(api::StartResponse { pid, ..Default::default() })
     }
 
     pub async fn task_state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
-        let shared = self.get(&req.id).await?;
+        let shared = self.get(&req.id)?;
         let c = shared.lock().await;
-        let p = c.process(&req.exec_id)?;
+        let p = c.view(&req.exec_id)?;
         let status = match p.status {
             Status::Created => ApiStatus::CREATED,
-            Status::Running if c.paused => ApiStatus::PAUSED,
+            Status::Running if p.paused => ApiStatus::PAUSED,
             Status::Running => ApiStatus::RUNNING,
             Status::Stopped => ApiStatus::STOPPED,
         };
-        let (exit_status, exited_at) = exit_fields(p.exit());
+        let (exit_status, exited_at) = exit_fields(p.exit);
         Ok(api::StateResponse {
             id: req.id.clone(),
-            bundle: c.bundle.to_string_lossy().into_owned(),
+            bundle: c.bundle().path().to_string_lossy().into_owned(),
             pid: p.pid,
             status: status.into(),
-            stdin: p.stdio.stdin.clone(),
-            stdout: p.stdio.stdout.clone(),
-            stderr: p.stdio.stderr.clone(),
+            stdin: p.stdio.stdin,
+            stdout: p.stdio.stdout,
+            stderr: p.stdio.stderr,
             terminal: p.stdio.terminal,
             exit_status,
             exited_at,
@@ -336,24 +296,27 @@ impl TaskService {
     }
 
     pub async fn task_kill(&self, req: api::KillRequest) -> Result<()> {
-        let shared = self.get(&req.id).await?;
+        let shared = self.get(&req.id)?;
         let mut c = shared.lock().await;
-        c.kill(&req.exec_id, req.signal, req.all).await?;
+        if c.kill(&req.exec_id, req.signal, req.all).await? {
+            self.events.send(TaskResumed { container_id: c.sandbox().id().to_string(), ..Default::default() });
+        }
         Ok(())
     }
 
     pub async fn task_wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
         let exited = {
-            let shared = self.get(&req.id).await?;
+            let shared = self.get(&req.id)?;
             let c = shared.lock().await;
-            c.process(&req.exec_id)?.exited()
+            c.view(&req.exec_id)?;
+            c.exited(&req.exec_id)
         };
         let exit = exited.await.ok_or_else(|| Error::NotFound(format!("{} was deleted while waiting", req.id)))?;
         Ok(api::WaitResponse { exit_status: exit.code, exited_at: timestamp(exit.at), ..Default::default() })
     }
 
     pub async fn task_delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
-        let shared = self.get(&req.id).await?;
+        let shared = self.get(&req.id)?;
         let mut c = shared.lock().await;
         if !req.exec_id.is_empty() {
             let (pid, exit) = c.delete_exec(&req.exec_id)?;
@@ -361,57 +324,63 @@ impl TaskService {
             return Ok(api::DeleteResponse { pid, exit_status, exited_at, ..Default::default() });
         }
         let (pid, exit) = c.delete().await?;
+        let sandbox = c.sandbox().clone();
         drop(c);
-        self.containers.lock().await.remove(&req.id);
+        sandbox.remove(&req.id);
+        if sandbox.is_first(&req.id) {
+            // Its other containers ended with it; their Deletes find nothing more to remove.
+            sandbox.release().await;
+        }
+        if sandbox.is_empty() {
+            *self.sandbox.lock().unwrap() = None;
+        }
         let (exit_status, exited_at) = exit_fields(exit);
-        self.events
-            .send(TaskDelete {
-                container_id: req.id.clone(),
-                pid,
-                exit_status,
-                exited_at: exited_at.clone(),
-                id: req.id,
-                ..Default::default()
-            })
-            .await;
+        self.events.send(TaskDelete {
+            container_id: req.id.clone(),
+            pid,
+            exit_status,
+            exited_at: exited_at.clone(),
+            id: req.id,
+            ..Default::default()
+        });
         Ok(api::DeleteResponse { pid, exit_status, exited_at, ..Default::default() })
     }
 
     pub async fn task_exec(&self, req: api::ExecProcessRequest) -> Result<()> {
-        let shared = self.get(&req.id).await?;
+        let shared = self.get(&req.id)?;
         let spec = req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default();
         let stdio = StdioPaths { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
         shared.lock().await.add_exec(&req.exec_id, stdio, spec)?;
-        self.events
-            .send(TaskExecAdded { container_id: req.id, exec_id: req.exec_id, ..Default::default() })
-            .await;
+        self.events.send(TaskExecAdded { container_id: req.id, exec_id: req.exec_id, ..Default::default() });
         Ok(())
     }
 
     pub async fn task_pids(&self, req: api::PidsRequest) -> Result<api::PidsResponse> {
-        let shared = self.get(&req.id).await?;
-        let runsc = shared.lock().await.runsc.clone();
-        let processes = runsc
-            .ps(&req.id)
-            .await?
+        let shared = self.get(&req.id)?;
+        let listed = shared.lock().await.pids().await?;
+        let processes = listed
             .into_iter()
-            .map(|pid| containerd_shim::protos::types::task::ProcessInfo { pid, ..Default::default() })
+            .map(|p| {
+                let info = p.exec_id.and_then(|exec_id| {
+                    containerd_shim::util::convert_to_any(Box::new(ProcessDetails { exec_id, ..Default::default() })).ok()
+                });
+                ProcessInfo { pid: p.pid, info: info.into(), ..Default::default() }
+            })
             .collect();
         Ok(api::PidsResponse { processes, ..Default::default() })
     }
 
     pub async fn task_close_io(&self, req: api::CloseIORequest) -> Result<()> {
-        let shared = self.get(&req.id).await?;
-        let c = shared.lock().await;
+        let shared = self.get(&req.id)?;
         if req.stdin {
-            c.process(&req.exec_id)?.io.close_stdin();
+            shared.lock().await.close_stdin(&req.exec_id)?;
         }
         Ok(())
     }
 
     pub async fn task_connect(&self, req: api::ConnectRequest) -> Result<api::ConnectResponse> {
-        let task_pid = match self.get(&req.id).await {
-            Ok(c) => c.lock().await.init.pid,
+        let task_pid = match self.get(&req.id) {
+            Ok(c) => c.lock().await.view("").map(|v| v.pid).unwrap_or_default(),
             Err(_) => 0,
         };
         Ok(api::ConnectResponse {
@@ -422,53 +391,61 @@ impl TaskService {
         })
     }
 
+    /// Pause and Resume act on the whole sandbox (runsc freezes every process in it), so they
+    /// are asked of the container that booted it; every container of it then shows PAUSED.
+    async fn first_container(&self, id: &str, verb: &str) -> Result<(Shared, Arc<Sandbox>)> {
+        let shared = self.get(id)?;
+        let sandbox = shared.lock().await.sandbox().clone();
+        if !sandbox.is_first(id) {
+            return Err(Error::FailedPrecondition(format!(
+                "{id} runs in pod sandbox {}, which runsc {verb}s as a whole: {verb} the sandbox's task",
+                sandbox.id()
+            )));
+        }
+        Ok((shared, sandbox))
+    }
+
     pub async fn task_pause(&self, req: api::PauseRequest) -> Result<()> {
-        let shared = self.get(&req.id).await?;
-        shared.lock().await.pause().await?;
-        self.events.send(TaskPaused { container_id: req.id, ..Default::default() }).await;
+        let (shared, sandbox) = self.first_container(&req.id, "pause").await?;
+        let c = shared.lock().await;
+        if sandbox.state() != State::Running {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", req.id)));
+        }
+        c.runsc().pause(&req.id).await?;
+        sandbox.set_state(State::Paused);
+        self.events.send(TaskPaused { container_id: req.id, ..Default::default() });
         Ok(())
     }
 
     pub async fn task_resume(&self, req: api::ResumeRequest) -> Result<()> {
-        let shared = self.get(&req.id).await?;
-        shared.lock().await.resume().await?;
-        self.events.send(TaskResumed { container_id: req.id, ..Default::default() }).await;
+        let (shared, sandbox) = self.first_container(&req.id, "resume").await?;
+        let c = shared.lock().await;
+        if sandbox.state() != State::Paused {
+            return Err(Error::FailedPrecondition(format!("container {} is not paused", req.id)));
+        }
+        c.runsc().resume(&req.id).await?;
+        sandbox.set_state(State::Running);
+        self.events.send(TaskResumed { container_id: req.id, ..Default::default() });
         Ok(())
     }
 
-    /// runsc's numbers in containerd's cgroup v1 metrics type, which `ctr task metrics` reads.
     pub async fn task_stats(&self, req: api::StatsRequest) -> Result<api::StatsResponse> {
-        let shared = self.get(&req.id).await?;
-        let s = shared.lock().await.stats().await?;
-        let mut m = Metrics::new();
-        m.cpu = MessageField::some(CPUStat {
-            usage: MessageField::some(CPUUsage {
-                total: s.cpu.usage.total,
-                kernel: s.cpu.usage.kernel,
-                user: s.cpu.usage.user,
-                per_cpu: s.cpu.usage.percpu,
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        let entry = |e: &crate::stats::MemoryEntry| {
-            MessageField::some(MemoryEntry { limit: e.limit, usage: e.usage, max: e.max, failcnt: e.failcnt, ..Default::default() })
-        };
-        m.memory = MessageField::some(MemoryStat {
-            cache: s.memory.cache,
-            usage: entry(&s.memory.usage),
-            swap: entry(&s.memory.swap),
-            kernel: entry(&s.memory.kernel),
-            ..Default::default()
-        });
-        m.pids = MessageField::some(PidsStat { current: s.pids.current, limit: s.pids.limit, ..Default::default() });
-        let any = containerd_shim::util::convert_to_any(Box::new(m)).map_err(|e| Error::Other(format!("encode metrics: {e}")))?;
-        Ok(api::StatsResponse { stats: MessageField::some(any), ..Default::default() })
+        let shared = self.get(&req.id)?;
+        let c = shared.lock().await;
+        let metrics = crate::stats::collect(&c).await?;
+        Ok(api::StatsResponse { stats: MessageField::some(metrics), ..Default::default() })
+    }
+
+    pub async fn task_update(&self, req: api::UpdateTaskRequest) -> Result<()> {
+        let shared = self.get(&req.id)?;
+        let c = shared.lock().await;
+        let resources = req.resources.as_ref().map(|a| a.value.as_slice()).unwrap_or_default();
+        crate::cgroup::update(&c, resources)
     }
 
     pub async fn task_shutdown(&self) -> Result<()> {
-        let containers = self.containers.lock().await;
-        if containers.is_empty() && self.creating.lock().unwrap().is_empty() {
+        let idle = self.sandbox().is_none_or(|s| s.is_empty()) && self.creating.lock().unwrap().is_empty();
+        if idle {
             self.exit.signal();
         }
         Ok(())
@@ -529,13 +506,13 @@ impl Task for TaskService {
         .into())
     }
     async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
-        let shared = self.get(&req.id).await?;
-        shared.lock().await.process(&req.exec_id)?.io.resize(req.width, req.height)?;
+        let shared = self.get(&req.id)?;
+        shared.lock().await.resize(&req.exec_id, req.width, req.height)?;
         Ok(Empty::new())
     }
-    async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        // runsc has no update command, and under --ignore-cgroups no limit is applied by cgroups.
-        Err(Error::Unimplemented("Update is not supported: runsc cannot change a running sandbox's resources".into()).into())
+    async fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        self.task_update(req).await?;
+        Ok(Empty::new())
     }
     async fn stats(&self, _: &TtrpcContext, req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
         Ok(self.task_stats(req).await?)

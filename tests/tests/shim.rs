@@ -66,9 +66,12 @@ fn exec_runs_with_stdio_and_exit_code() {
     assert_eq!((r.code, r.stdout.as_str()), (0, "piped into exec\n"), "{}", r.stderr);
     let r = c.exec("e3", &["/no/such/binary"], None);
     assert_ne!(r.code, 0, "exec of a missing binary must fail");
+    // ps lists the init under the pid containerd reported for the task (the sandbox's).
     let pids = c.task(&["ps", &c.id]);
     assert_eq!(pids.code, 0, "{}", pids.stderr);
-    assert!(pids.stdout.lines().any(|l| l.starts_with("1 ")), "ps lists the init: {}", pids.stdout);
+    let task_pid = c.task(&["ls"]).stdout.lines().find(|l| l.starts_with(&c.id)).and_then(|l| l.split_whitespace().nth(1).map(str::to_string));
+    let task_pid = task_pid.expect("the task's pid in ctr task ls");
+    assert!(pids.stdout.lines().any(|l| l.split_whitespace().next() == Some(task_pid.as_str())), "ps lists the task's pid {task_pid}: {}", pids.stdout);
     assert_eq!(c.status().as_deref(), Some("RUNNING"));
 }
 

@@ -1,0 +1,234 @@
+//! One runsc sandbox and what belongs to it rather than to one of its containers: how runsc
+//! runs it, whether it is paused, its network and its cgroup, and the pod's rules. A sandbox is
+//! booted by its first container (a container of its own, or a pod's pause) and holds that one
+//! or, for a pod, its app containers too; it ends with the first one.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use oci_spec::runtime::Spec;
+
+use crate::{
+    annotations::{self, SandboxAnnotations},
+    cgroup::SandboxCgroup,
+    config::Config,
+    container::Container,
+    error::{Error, Result},
+    netns::Netns,
+    runsc::{self, Runsc, RunscFlags},
+    spec::{self, Role},
+};
+
+/// A container of the sandbox, shared by the requests about it and its exit watcher.
+pub type Shared = Arc<tokio::sync::Mutex<Container>>;
+
+/// Where the shim runs and what containerd it serves: with an id, they name a runsc root.
+#[derive(Clone, Debug)]
+pub struct ShimContext {
+    pub containerd_address: String,
+    pub namespace: String,
+}
+
+/// The sandbox's life, driven by its first container and by Pause/Resume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// `runsc create` ran; nothing runs yet.
+    Created,
+    Running,
+    /// `runsc pause`: every process of every container is frozen.
+    Paused,
+    /// Its first container exited: every process in it is gone.
+    Stopped,
+}
+
+pub struct Sandbox {
+    /// The id of the container that booted it (a pod's sandbox id).
+    id: String,
+    pod: bool,
+    /// How runsc runs it; fixed at boot.
+    runsc: Runsc,
+    /// `--net-raw`, which dockerd needs, and GPUs: fixed at boot for every container in it.
+    docker: bool,
+    gpu: bool,
+    state: Mutex<State>,
+    network: Netns,
+    cgroup: Option<SandboxCgroup>,
+    /// Every container in it, the first one included.
+    members: Mutex<HashMap<String, Shared>>,
+}
+
+impl Sandbox {
+    /// Plans the sandbox that the container `id` (with `spec`) boots: runsc's flags from the
+    /// config, the annotations and the spec; its network and its cgroup. Nothing runs yet.
+    pub async fn plan(
+        id: &str,
+        bundle: &Path,
+        spec: &Spec,
+        role: &Role,
+        config: &Config,
+        annotations: &SandboxAnnotations,
+        ctx: &ShimContext,
+    ) -> Result<Sandbox> {
+        let binary = find_program(&config.runsc.binary).ok_or_else(|| {
+            Error::NotFound(format!(
+                "runsc binary {:?} was not found ([runsc] binary in the {})",
+                config.runsc.binary,
+                config.origin()
+            ))
+        })?;
+        let network = Netns::plan(spec, config, &binary).await?;
+        let root = spec::runsc_root(&config.runsc.root, &ctx.containerd_address, &ctx.namespace, id);
+        let mut flags = RunscFlags::new(root, bundle.join("runsc.log.json"), network.mode());
+        flags.platform = config.runsc.platform.clone();
+        flags.debug_log_dir = config.runsc.debug_log_dir.clone();
+        flags.extra = config.runsc.extra_flags.clone();
+        let docker = annotations.docker.is_some();
+        if docker {
+            flags.net_raw = true;
+            flags.allow_packet_socket_write = runsc::known_flags(&binary).await.contains("allow-packet-socket-write");
+        }
+        flags.nvproxy = annotations.gpu;
+        flags.nvproxy_docker = annotations.gpu && docker;
+        let cgroup = SandboxCgroup::plan(spec, role, config, id, &ctx.namespace)?;
+        let mut runsc = Runsc::new(binary, flags);
+        runsc.isolate_proc_sys_net = network.needs_private_proc_sys_net();
+        Ok(Sandbox {
+            id: id.to_string(),
+            pod: *role == Role::PodSandbox,
+            runsc,
+            docker,
+            gpu: annotations.gpu,
+            state: Mutex::new(State::Created),
+            network,
+            cgroup,
+            members: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn is_pod(&self) -> bool {
+        self.pod
+    }
+
+    /// Whether `id` is the container that booted the sandbox, whose end is the sandbox's.
+    pub fn is_first(&self, id: &str) -> bool {
+        self.id == id
+    }
+
+    /// How runsc runs a container of this sandbox: the sandbox's flags, the container's own log.
+    pub fn runsc_for(&self, bundle: &Path) -> Runsc {
+        let mut runsc = self.runsc.clone();
+        runsc.flags.log = bundle.join("runsc.log.json");
+        runsc
+    }
+
+    pub fn network(&self) -> &Netns {
+        &self.network
+    }
+
+    pub fn cgroup(&self) -> Option<&SandboxCgroup> {
+        self.cgroup.as_ref()
+    }
+
+    pub fn state(&self) -> State {
+        *self.state.lock().unwrap()
+    }
+
+    pub fn set_state(&self, state: State) {
+        let mut s = self.state.lock().unwrap();
+        // A sandbox never comes back from Stopped.
+        if *s != State::Stopped {
+            *s = state;
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.state() == State::Paused
+    }
+
+    /// Whether a pod's app container may join: only this pod's sandbox, running, and only with
+    /// what the sandbox was booted with (runsc's flags are fixed for the whole sandbox).
+    pub fn admit(&self, sandbox_id: &str, annotations: &SandboxAnnotations) -> Result<()> {
+        if !self.pod || self.id != sandbox_id {
+            return Err(Error::FailedPrecondition(format!("pod sandbox {sandbox_id} is not served by this shim")));
+        }
+        match self.state() {
+            State::Running => {}
+            State::Paused => return Err(Error::FailedPrecondition(format!("pod sandbox {sandbox_id} is paused"))),
+            _ => return Err(Error::FailedPrecondition(format!("pod sandbox {sandbox_id} is not running"))),
+        }
+        let pod_level = |key: &str| {
+            Error::FailedPrecondition(format!(
+                "{key}=true needs the pod sandbox to be created with it: put it in the pod's annotations \
+(containerd passes them on with the runtime's pod_annotations setting)"
+            ))
+        };
+        if annotations.docker.is_some() && !self.docker {
+            return Err(pod_level(annotations::DOCKER));
+        }
+        if annotations.gpu && !self.gpu {
+            return Err(pod_level(annotations::GPU));
+        }
+        Ok(())
+    }
+
+    pub fn add(&self, id: &str, container: Shared) {
+        self.members.lock().unwrap().insert(id.to_string(), container);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.members.lock().unwrap().remove(id);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Shared> {
+        self.members.lock().unwrap().get(id).cloned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.lock().unwrap().is_empty()
+    }
+
+    /// When the first container exits, the sandbox is gone with every other container in it:
+    /// their exits are published first. Returns once each has published its exit (bounded:
+    /// the sandbox is gone, so their waiters are ending too).
+    pub async fn others_exited(&self) {
+        let others: Vec<Shared> =
+            self.members.lock().unwrap().iter().filter(|(id, _)| !self.is_first(id)).map(|(_, c)| c.clone()).collect();
+        let mut exits = Vec::new();
+        for o in &others {
+            exits.push(o.lock().await.exited(""));
+        }
+        let all = async {
+            for e in exits {
+                e.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), all).await;
+        // Each records and queues its exit under its own lock: taking it once orders ours after.
+        for o in &others {
+            drop(o.lock().await);
+        }
+    }
+
+    /// Removes what the sandbox has on the host besides its containers: its cgroup, and what
+    /// runsc took from its network namespace. After its first container is gone.
+    pub async fn release(&self) {
+        if let Some(cg) = &self.cgroup {
+            cg.remove();
+        }
+        self.network.release().await;
+    }
+}
+
+/// A program given as a path, or looked up on the shim's PATH like a shell would.
+fn find_program(program: &Path) -> Option<std::path::PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    spec::find_executable(Path::new("/"), &program.to_string_lossy(), &path, Path::new("/"))
+}
