@@ -102,7 +102,7 @@ impl Container {
             )));
         }
         let boots = sandbox.is_first(&req.id);
-        let mut runsc = sandbox.runsc_for(req.bundle.path());
+        let mut runsc = sandbox.runsc_for(&req.id, req.bundle.path());
         let rootfs = req.bundle.path().join(spec.root().as_ref().map(|r| r.path().clone()).unwrap_or("rootfs".into()));
         let poststop_hooks = spec.hooks().as_ref().and_then(|h| h.poststop().as_ref()).is_some_and(|p| !p.is_empty());
         // Pod annotations reach the pause too: there they only shape the sandbox (runsc's
@@ -141,7 +141,7 @@ impl Container {
                 _ => (child_stdio, None),
             };
             if boots {
-                sandbox.network().prepare()?;
+                sandbox.network().prepare().await?;
                 if let Some(cg) = sandbox.cgroup() {
                     cg.create()?;
                 }

@@ -9,6 +9,7 @@ use std::{
 };
 
 pub mod cri;
+pub mod net;
 
 pub const RUNTIME: &str = "io.beta9.sandbox";
 pub const BUSYBOX: &str = "docker.io/beta9/busybox:latest";

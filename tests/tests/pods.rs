@@ -95,15 +95,6 @@ fn docker_in_a_pod_runs_a_nested_container() {
 }
 
 #[test]
-fn pod_with_its_own_network_namespace_fails_with_the_reason() {
-    let cri = Cri::connect();
-    let err = cri.run_pod("netnspod", &[], false).err().expect("a pod with its own network namespace cannot start with this runsc");
-    let msg = err.message();
-    assert!(msg.contains("cannot run with network enabled in root network namespace"), "runsc's own words: {msg}");
-    assert!(msg.contains("hostNetwork"), "the way out: {msg}");
-}
-
-#[test]
 fn a_docker_container_needs_docker_on_the_pod() {
     let cri = Cri::connect();
     let mut pod = cri.run_pod("nodocker", &[], true).expect("RunPodSandbox");
