@@ -86,6 +86,16 @@ impl Bundle {
     /// crate unshares the calling thread's cwd and chdirs it, which must not stick to a runtime
     /// thread, and a mount may take long enough to stall every other request.
     pub async fn mount_rootfs(&self, mounts: &[Mount]) -> Result<()> {
+        self.mount_with(mounts, |mounts, target| {
+            mounts.iter().try_for_each(|m| {
+                containerd_shim::mount::mount_rootfs(Some(m.kind.as_str()), Some(m.source.as_str()), &m.options, target)
+                    .map_err(|e| Error::Other(format!("mount rootfs ({} {}): {e}", m.kind, m.source)))
+            })
+        })
+        .await
+    }
+
+    async fn mount_with(&self, mounts: &[Mount], mount: fn(&[Mount], &Path) -> Result<()>) -> Result<()> {
         if mounts.is_empty() {
             return Ok(());
         }
@@ -96,11 +106,7 @@ impl Bundle {
         std::thread::Builder::new()
             .name("mount".into())
             .spawn(move || {
-                let r = mounts.iter().try_for_each(|m| {
-                    containerd_shim::mount::mount_rootfs(Some(m.kind.as_str()), Some(m.source.as_str()), &m.options, &target)
-                        .map_err(|e| Error::Other(format!("mount rootfs ({} {}): {e}", m.kind, m.source)))
-                });
-                let _ = tx.send(r);
+                let _ = tx.send(mount(&mounts, &target));
             })
             .map_err(Error::io("start a thread to mount the rootfs"))?;
         rx.await.unwrap_or_else(|_| Err(Error::Other("mounting the rootfs panicked".into())))
@@ -217,6 +223,34 @@ mod tests {
         std::fs::write(bundle.rootfs().join(".gvisor.filestore.c"), "").unwrap();
         assert!(bundle.remove_ended_sandbox(&runsc, "c"));
         assert!(!root.exists() && !bundle.rootfs().join(".gvisor.filestore.c").exists());
+    }
+
+    #[test]
+    fn a_slow_mount_leaves_the_runtimes_thread_free() {
+        static RELEASE: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>> = std::sync::Mutex::new(None);
+        let (release, wait) = std::sync::mpsc::channel();
+        *RELEASE.lock().unwrap() = Some(wait);
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = Bundle::new(dir.path());
+        let mounts = [Mount { kind: "bind".into(), source: "/nowhere".into(), options: vec![] }];
+        // The shim's runtime has one thread: anything blocking it would stall every request.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let slow = bundle.mount_with(&mounts, |_, _| {
+                let wait = RELEASE.lock().unwrap().take().unwrap();
+                wait.recv().unwrap();
+                Ok(())
+            });
+            tokio::pin!(slow);
+            // Another request is served while the mount blocks its own thread.
+            let other = tokio::task::spawn(async { "answered" });
+            tokio::select! {
+                _ = &mut slow => panic!("the mount cannot be done before it is released"),
+                r = other => assert_eq!(r.unwrap(), "answered"),
+            }
+            release.send(()).unwrap();
+            slow.await.unwrap();
+        });
     }
 
     #[test]

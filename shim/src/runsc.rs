@@ -253,10 +253,9 @@ impl Runsc {
             message = format!("exit status {code}");
         }
         if message.contains("cannot run with network enabled in root network namespace") {
-            // runsc's words mislead: the namespace is not the root one, runsc's check is wrong.
-            message += " (this runsc mistakes every network namespace for the root one on this kernel, so a \
-                sandbox with its own network namespace cannot start: use the host's network (a pod with \
-                hostNetwork: true, ctr --net-host), or loopback only ([runsc] network = \"none\"))";
+            // runsc's words mislead: the shim hides this from runsc only where it detects the need.
+            message += " (this runsc took the sandbox's network namespace for the host's: see the README's Networking \
+                section on the runsc workaround, or give the sandbox loopback only ([runsc] network = \"none\"))";
         }
         let failure = classify(&message);
         Error::Runsc { command: what.into(), message, failure }
