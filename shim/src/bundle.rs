@@ -86,9 +86,12 @@ impl Bundle {
 
     /// Mounts the request's rootfs on a thread of its own: for an overlay with many layers the
     /// crate unshares the calling thread's cwd and chdirs it, which must not stick to a runtime
-<<<<<<< HEAD
-    /// thread, and a mount may take long enough to stall every other request.
-    pub async fn mount_rootfs(&self, mounts: &[Mount]) -> Result<()> {
+    /// thread, and a mount may take long enough to stall every other request. Returns whether
+    /// the rootfs is read-only (a read-only snapshot view): then a writable overlay is stacked
+    /// on it, whose upper layer only ever holds the mount points runsc's gofer creates for the
+    /// spec's bind mounts (the agent's among them); the container's own writes must go to runsc's
+    /// memory overlay (`spec::overlay_medium`).
+    pub async fn mount_rootfs(&self, mounts: &[Mount]) -> Result<bool> {
         self.mount_with(mounts, |mounts, target| {
             mounts.iter().try_for_each(|m| {
                 containerd_shim::mount::mount_rootfs(Some(m.kind.as_str()), Some(m.source.as_str()), &m.options, target)
@@ -98,18 +101,7 @@ impl Bundle {
         .await
     }
 
-    async fn mount_with(&self, mounts: &[Mount], mount: fn(&[Mount], &Path) -> Result<()>) -> Result<()> {
-        if mounts.is_empty() {
-            return Ok(());
-        }
-=======
-    /// thread, and a mount may take long enough to stall every other request. Returns whether
-    /// the rootfs is read-only (a read-only snapshot view): then a writable overlay is stacked
-    /// on it, whose upper layer only ever holds the mount points runsc's gofer creates for the
-    /// spec's bind mounts (the agent's among them); the container's own writes must go to runsc's
-    /// memory overlay (`spec::overlay_medium`).
-    pub async fn mount_rootfs(&self, mounts: &[Mount]) -> Result<bool> {
->>>>>>> clients
+    async fn mount_with(&self, mounts: &[Mount], mount: fn(&[Mount], &Path) -> Result<()>) -> Result<bool> {
         let target = self.rootfs();
         let upper = self.path.join(ROOTFS_RW);
         if mounts.is_empty() && !target.exists() {
@@ -121,21 +113,14 @@ impl Bundle {
         std::thread::Builder::new()
             .name("mount".into())
             .spawn(move || {
-<<<<<<< HEAD
-                let _ = tx.send(mount(&mounts, &target));
-=======
-                let r = mounts.iter().try_for_each(|m| {
-                    containerd_shim::mount::mount_rootfs(Some(m.kind.as_str()), Some(m.source.as_str()), &m.options, &target)
-                        .map_err(|e| Error::Other(format!("mount rootfs ({} {}): {e}", m.kind, m.source)))
-                });
-                let _ = tx.send(r.and_then(|()| {
+                let r = mount(&mounts, &target).and_then(|()| {
                     let read_only = is_read_only(&target);
                     if read_only {
                         stack_writable_overlay(&target, &upper)?;
                     }
                     Ok(read_only)
-                }));
->>>>>>> clients
+                });
+                let _ = tx.send(r);
             })
             .map_err(Error::io("start a thread to mount the rootfs"))?;
         rx.await.unwrap_or_else(|_| Err(Error::Other("mounting the rootfs panicked".into())))
