@@ -88,12 +88,13 @@ impl Container {
         annotations: &SandboxAnnotations,
     ) -> Result<Container> {
         let mut spec = req.spec.clone();
-        if !annotations.agent && spec.process().as_ref().and_then(|p| p.args().as_ref()).is_none_or(|a| a.is_empty()) {
+        let agent = annotations.agent_for(&req.role);
+        if !agent && spec.process().as_ref().and_then(|p| p.args().as_ref()).is_none_or(|a| a.is_empty()) {
             return Err(Error::InvalidArgument("the spec's process has no args".into()));
         }
         spec::check_supported(&spec)?;
         let agent_binary = config.agent.binary.clone().unwrap_or_else(default_agent);
-        if annotations.agent && !agent_binary.is_file() {
+        if agent && !agent_binary.is_file() {
             return Err(Error::NotFound(format!(
                 "the sandbox agent {} does not exist ([agent] binary in the {}; or set {}=false to run without it)",
                 agent_binary.display(),
@@ -114,15 +115,19 @@ impl Container {
         };
 
         let result = async {
+            let original = spec.clone();
             let read_only = req.bundle.mount_rootfs(&req.rootfs).await?;
             spec::check_process_binary(&spec, &rootfs)?;
             runsc.flags.overlay = spec::overlay_medium(&spec, read_only);
             if docker.is_some() {
                 spec::check_image_has(&spec, &rootfs, "dockerd", crate::annotations::DOCKER)?;
                 spec::add_capabilities(&mut spec, &spec::DOCKER_CAPABILITIES)?;
+                // dockerd mounts, unshares and pivots; the sandbox is the boundary it runs in.
+                spec::drop_seccomp(&mut spec);
             }
+            spec::mount_masked_and_readonly_paths(&mut spec, &rootfs)?;
             let terminal_changed = spec::match_terminal(&mut spec, req.stdio.terminal);
-            if annotations.agent {
+            if agent {
                 let agent = contract::args::AgentArgs {
                     keepalive: annotations.keepalive,
                     docker: docker.as_ref().map(|d| docker::agent_docker(runsc.flags.network, config, &d.args)),
@@ -130,7 +135,8 @@ impl Container {
                 };
                 spec::inject_agent(&mut spec, &agent_binary, &agent)?;
             }
-            if annotations.agent || terminal_changed {
+            let _ = terminal_changed;
+            if spec != original {
                 spec::save(&spec, req.bundle.path())?;
             }
             let root = runsc.flags.root.clone();

@@ -154,6 +154,57 @@ pub fn overlay_medium(spec: &Spec, rootfs_read_only: bool) -> Option<String> {
     rootfs_read_only.then(|| "root:memory".to_string())
 }
 
+/// runsc ignores the spec's maskedPaths and readonlyPaths, so the shim turns those that name
+/// something in the image into mounts, as runc would mask and remount them: a masked directory
+/// gets an empty read-only tmpfs, a masked file /dev/null, a read-only path a read-only bind of
+/// itself. Paths under /proc and /sys are gVisor's own synthetic files, which do not show the
+/// host's (and are not in the image): they are left to gVisor.
+pub fn mount_masked_and_readonly_paths(spec: &mut Spec, rootfs: &Path) -> Result<()> {
+    let Some(linux) = spec.linux_mut().as_mut() else { return Ok(()) };
+    let masked = linux.masked_paths_mut().take().unwrap_or_default();
+    let readonly = linux.readonly_paths_mut().take().unwrap_or_default();
+    let in_image = |p: &str| {
+        let p = Path::new(p);
+        if !p.is_absolute() || p.starts_with("/proc") || p.starts_with("/sys") {
+            return None;
+        }
+        let host = resolve_in_root(rootfs, p)?;
+        let meta = std::fs::symlink_metadata(&host).ok()?;
+        Some((host, meta.is_dir()))
+    };
+    let mount = |destination: &str, typ: &str, source: &Path, options: &[&str]| {
+        MountBuilder::default()
+            .destination(destination)
+            .typ(typ)
+            .source(source)
+            .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+            .build()
+            .map_err(|e| Error::Other(format!("mount for {destination}: {e}")))
+    };
+    let mut added = Vec::new();
+    for p in &masked {
+        match in_image(p) {
+            Some((_, true)) => added.push(mount(p, "tmpfs", Path::new("tmpfs"), &["ro", "nosuid", "nodev", "noexec"])?),
+            Some((_, false)) => added.push(mount(p, "bind", Path::new("/dev/null"), &["rbind", "ro"])?),
+            None => {}
+        }
+    }
+    for p in &readonly {
+        if let Some((host, _)) = in_image(p) {
+            added.push(mount(p, "bind", &host, &["rbind", "ro"])?);
+        }
+    }
+    spec.mounts_mut().get_or_insert_with(Vec::new).extend(added);
+    Ok(())
+}
+
+/// Removes the spec's seccomp profile (runsc applies it inside the sandbox with --oci-seccomp).
+pub fn drop_seccomp(spec: &mut Spec) {
+    if let Some(linux) = spec.linux_mut().as_mut() {
+        linux.set_seccomp(None);
+    }
+}
+
 pub fn save(spec: &Spec, bundle: &Path) -> Result<()> {
     spec.save(bundle.join("config.json"))
         .map_err(|e| Error::Other(format!("writing {}/config.json: {e}", bundle.display())))
@@ -401,6 +452,41 @@ mod tests {
         assert_eq!(overlay_medium(&with_root(false), false), None, "a writable rootfs keeps runsc's default");
         assert_eq!(overlay_medium(&with_root(false), true).as_deref(), Some("root:memory"));
         assert_eq!(overlay_medium(&with_root(true), true), None, "a read-only root gets no overlay from runsc at all");
+    }
+
+    #[test]
+    fn masked_and_readonly_paths_in_the_image_become_mounts() {
+        use oci_spec::runtime::LinuxBuilder;
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::create_dir_all(r.join("tmp")).unwrap();
+        std::fs::write(r.join("bin/ls"), b"").unwrap();
+        let linux = LinuxBuilder::default()
+            .masked_paths(vec!["/bin/ls".to_string(), "/tmp".to_string(), "/proc/kcore".to_string(), "/nope".to_string()])
+            .readonly_paths(vec!["/tmp".to_string(), "/proc/sys".to_string()])
+            .build()
+            .unwrap();
+        let mut spec = SpecBuilder::default().linux(linux).mounts(vec![]).build().unwrap();
+        mount_masked_and_readonly_paths(&mut spec, r).unwrap();
+        let mounts: Vec<String> = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{} {} {}", m.destination().display(), m.typ().as_deref().unwrap_or(""), m.source().as_ref().unwrap().display()))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                "/bin/ls bind /dev/null".to_string(),
+                "/tmp tmpfs tmpfs".to_string(),
+                format!("/tmp bind {}", r.join("tmp").display()),
+            ],
+            "/proc, /sys and what the image lacks are left alone"
+        );
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.masked_paths().is_none() && linux.readonly_paths().is_none(), "taken out of runsc's sight");
     }
 
     #[test]
