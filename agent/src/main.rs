@@ -9,11 +9,13 @@
 //! Usage: beta9-sandbox-agent [--keepalive] [--docker] [--docker-network MODE] [--docker-arg ARG]...
 //!            [--docker-tmpfs-size SIZE] -- [COMMAND [ARG...]]
 //!        beta9-sandbox-agent status [--wait SECONDS]
+//!        beta9-sandbox-agent seccomp PROGRAM -- COMMAND [ARG...]
 
 mod children;
 mod docker;
 mod init;
 mod netlink;
+mod seccomp;
 mod status;
 mod uplink;
 
@@ -36,6 +38,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(contract::args::STATUS) {
         return ExitCode::from(status::client(&args[1..]) as u8);
+    }
+    if args.first().map(String::as_str) == Some(contract::args::SECCOMP) {
+        return ExitCode::from(seccomp::exec(&args[1..]) as u8);
     }
     match contract::args::AgentArgs::parse(&args) {
         Ok(opts) => ExitCode::from(init::run(opts) as u8),

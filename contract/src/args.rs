@@ -110,6 +110,28 @@ impl AgentArgs {
 /// The status query's subcommand.
 pub const STATUS: &str = "status";
 
+/// The subcommand that runs a command behind a seccomp program (`runsc exec` gives its
+/// processes none): `seccomp PROGRAM -- COMMAND...`.
+pub const SECCOMP: &str = "seccomp";
+
+/// Where a container's compiled seccomp program appears inside the sandbox.
+pub const SECCOMP_PROGRAM: &str = "/.beta9/seccomp.bpf";
+
+/// The arguments after the agent's path that run `command` behind `program`.
+pub fn seccomp_argv(program: &str, command: &[String]) -> Vec<String> {
+    let mut argv = vec![SECCOMP.to_string(), program.to_string(), "--".to_string()];
+    argv.extend(command.iter().cloned());
+    argv
+}
+
+/// The arguments after `seccomp`: the program and the command.
+pub fn parse_seccomp_argv(argv: &[String]) -> Result<(String, Vec<String>), String> {
+    match argv {
+        [program, dashes, command @ ..] if dashes == "--" && !command.is_empty() => Ok((program.clone(), command.to_vec())),
+        _ => Err("usage: seccomp PROGRAM -- COMMAND [ARG...]".into()),
+    }
+}
+
 /// `status`, or `status --wait SECONDS`: the arguments after the agent's path.
 pub fn status_argv(wait: Option<Duration>) -> Vec<String> {
     let mut argv = vec![STATUS.to_string()];
@@ -162,6 +184,15 @@ mod tests {
         assert!(AgentArgs::parse(&strings(&["--bogus", "--", "true"])).is_err());
         assert!(AgentArgs::parse(&strings(&["--docker-arg"])).is_err(), "a value is needed");
         assert!(AgentArgs::parse(&strings(&["--docker-network", "bridge", "--", "x"])).is_err());
+    }
+
+    #[test]
+    fn seccomp_argv_round_trip() {
+        let command = strings(&["sh", "-c", "--"]);
+        let argv = seccomp_argv(SECCOMP_PROGRAM, &command);
+        assert_eq!(argv[0], SECCOMP);
+        assert_eq!(parse_seccomp_argv(&argv[1..]).unwrap(), (SECCOMP_PROGRAM.to_string(), command));
+        assert!(parse_seccomp_argv(&strings(&["/p", "--"])).is_err(), "a command is needed");
     }
 
     #[test]

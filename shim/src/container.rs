@@ -68,6 +68,8 @@ pub struct Container {
     docker_wait: Option<Duration>,
     /// The spec has poststop hooks, which `runsc delete` runs.
     poststop_hooks: bool,
+    /// Execs run behind the container's seccomp program (runsc gives them none).
+    exec_seccomp: bool,
     exec_seq: u64,
 }
 
@@ -126,6 +128,27 @@ impl Container {
                 spec::drop_seccomp(&mut spec);
             }
             spec::mount_masked_and_readonly_paths(&mut spec, &rootfs)?;
+            // runsc 20240729 installs a profile's filter on the init only (with --oci-seccomp), and
+            // answers every SCMP_ACT_ERRNO with EPERM whatever its errnoRet (so clone3's ENOSYS,
+            // which glibc's posix_spawn needs to fall back to clone, becomes EPERM). The shim
+            // compiles the profile itself and runs the init and every exec behind it.
+            let exec_seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
+                Some(profile) => {
+                    let program = req.bundle.path().join("seccomp.bpf");
+                    std::fs::write(&program, crate::seccomp::compile(&profile)?).map_err(Error::io("write the seccomp program"))?;
+                    if !agent_binary.is_file() {
+                        return Err(Error::NotFound(format!(
+                            "the sandbox agent {} does not exist; it applies the container's seccomp profile ([agent] binary in the {})",
+                            agent_binary.display(),
+                            config.origin()
+                        )));
+                    }
+                    spec::mount_exec_seccomp(&mut spec, &agent_binary, agent, &program)?;
+                    spec::run_behind_seccomp(&mut spec)?;
+                    true
+                }
+                None => false,
+            };
             let terminal_changed = spec::match_terminal(&mut spec, req.stdio.terminal);
             if agent {
                 let agent = contract::args::AgentArgs {
@@ -173,12 +196,12 @@ impl Container {
                 }
             }
             let exit = boots.then(|| Reaper::get().watch(pid as i32, mark));
-            Ok::<_, Error>((pid, exit, io, start_stdio))
+            Ok::<_, Error>((pid, exit, io, start_stdio, exec_seccomp))
         }
         .await;
 
         match result {
-            Ok((pid, exit, io, start_stdio)) => {
+            Ok((pid, exit, io, start_stdio, exec_seccomp)) => {
                 let mut init = Process::new(req.stdio);
                 init.pid = pid;
                 init.io = io;
@@ -194,6 +217,7 @@ impl Container {
                     start_stdio,
                     docker_wait,
                     poststop_hooks,
+                    exec_seccomp,
                     exec_seq: 0,
                 })
             }
@@ -341,7 +365,7 @@ impl Container {
         if self.sandbox.is_paused() {
             return Err(Error::FailedPrecondition(format!("container {} is paused", self.id)));
         }
-        let spec = spec::exec_process(&spec, stdio.terminal)?;
+        let spec = spec::exec_process(&spec, stdio.terminal, self.exec_seccomp)?;
         self.execs.insert(exec_id.to_string(), Exec { process: Process::new(stdio), spec });
         Ok(())
     }

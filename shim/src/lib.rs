@@ -14,6 +14,7 @@ pub mod process;
 pub mod reaper;
 pub mod runsc;
 pub mod sandbox;
+pub mod seccomp;
 pub mod service;
 pub mod spec;
 pub mod stats;

@@ -67,8 +67,6 @@ impl RunscFlags {
             self.root.clone().into(),
             // Without it runsc waits on cgroups and a sandbox whose init called os._exit hangs.
             "--ignore-cgroups".into(),
-            // The spec's seccomp profile, applied inside the sandbox as runc applies it on the host.
-            "--oci-seccomp".into(),
             format!("--platform={}", self.platform).into(),
             format!("--network={}", self.network.as_str()).into(),
             "--log-format=json".into(),
@@ -436,7 +434,7 @@ mod tests {
     fn always_ignores_cgroups_and_defaults_to_systrap() {
         let s = joined(&flags());
         assert!(s.contains("--ignore-cgroups"));
-        assert!(s.contains("--oci-seccomp"));
+        assert!(!s.contains("--oci-seccomp"), "the shim applies seccomp itself (seccomp.rs)");
         assert!(s.contains("--platform=systrap"));
         assert!(s.contains("--root /run/beta9/abc"));
         assert!(s.contains("--network=none"));

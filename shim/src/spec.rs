@@ -82,19 +82,50 @@ pub fn add_capabilities(spec: &mut Spec, caps: &[Capability]) -> Result<()> {
 /// Makes the agent the container's PID 1: a read-only bind mount of the host binary, and the
 /// process args rewritten to run the agent with the original command after `--`.
 pub fn inject_agent(spec: &mut Spec, agent: &Path, agent_args: &AgentArgs) -> Result<()> {
-    let mount = MountBuilder::default()
-        .destination(AGENT_PATH)
-        .typ("bind")
-        .source(agent)
-        .options(vec!["rbind".to_string(), "ro".to_string()])
-        .build()
-        .map_err(|e| Error::Other(format!("agent mount: {e}")))?;
-    spec.mounts_mut().get_or_insert_with(Vec::new).push(mount);
+    mount_read_only(spec, agent, AGENT_PATH)?;
     let process = spec.process_mut().as_mut().ok_or_else(|| Error::InvalidArgument("the spec has no process".into()))?;
     let agent_args = AgentArgs { command: process.args().clone().unwrap_or_default(), ..agent_args.clone() };
     let mut args = vec![AGENT_PATH.to_string()];
     args.extend(agent_args.to_argv());
     process.set_args(Some(args));
+    Ok(())
+}
+
+/// A host file, read-only at `destination` in the container.
+fn mount_read_only(spec: &mut Spec, source: &Path, destination: &str) -> Result<()> {
+    let mount = MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(vec!["rbind".to_string(), "ro".to_string()])
+        .build()
+        .map_err(|e| Error::Other(format!("mount of {destination}: {e}")))?;
+    spec.mounts_mut().get_or_insert_with(Vec::new).push(mount);
+    Ok(())
+}
+
+/// What exec'd processes need to run behind the container's seccomp program (see seccomp.rs):
+/// the program, and the agent that installs it (mounted already when it is PID 1).
+pub fn mount_exec_seccomp(spec: &mut Spec, agent: &Path, agent_mounted: bool, program: &Path) -> Result<()> {
+    if !agent_mounted {
+        mount_read_only(spec, agent, AGENT_PATH)?;
+    }
+    mount_read_only(spec, program, contract::args::SECCOMP_PROGRAM)
+}
+
+/// Runs the container's command behind its seccomp program (the agent installs it, then execs
+/// the command), and takes the profile out of runsc's sight.
+pub fn run_behind_seccomp(spec: &mut Spec) -> Result<()> {
+    if let Some(linux) = spec.linux_mut().as_mut() {
+        linux.set_seccomp(None);
+    }
+    let process = spec.process_mut().as_mut().ok_or_else(|| Error::InvalidArgument("the spec has no process".into()))?;
+    let command = process.args().clone().unwrap_or_default();
+    if !command.is_empty() {
+        let mut args = vec![AGENT_PATH.to_string()];
+        args.extend(contract::args::seccomp_argv(contract::args::SECCOMP_PROGRAM, &command));
+        process.set_args(Some(args));
+    }
     Ok(())
 }
 
@@ -132,14 +163,25 @@ pub fn match_terminal(spec: &mut Spec, terminal: bool) -> bool {
 }
 
 /// An exec's process (OCI JSON, as containerd sends it) with `terminal` as its request wired it
-/// (see `match_terminal`); the rest is passed through untouched.
-pub fn exec_process(raw: &[u8], terminal: bool) -> Result<Vec<u8>> {
+/// (see `match_terminal`) and, with `seccomp`, behind the container's seccomp program; the rest
+/// is passed through untouched.
+pub fn exec_process(raw: &[u8], terminal: bool, seccomp: bool) -> Result<Vec<u8>> {
     let mut process: serde_json::Value =
         serde_json::from_slice(raw).map_err(|e| Error::InvalidArgument(format!("the exec's process spec is not valid JSON: {e}")))?;
     let Some(fields) = process.as_object_mut() else {
         return Err(Error::InvalidArgument("the exec's process spec is not a JSON object".into()));
     };
     fields.insert("terminal".into(), terminal.into());
+    if seccomp {
+        let command: Vec<String> = fields
+            .get("args")
+            .and_then(|a| serde_json::from_value(a.clone()).ok())
+            .filter(|a: &Vec<String>| !a.is_empty())
+            .ok_or_else(|| Error::InvalidArgument("the exec's process has no args".into()))?;
+        let mut args = vec![AGENT_PATH.to_string()];
+        args.extend(contract::args::seccomp_argv(contract::args::SECCOMP_PROGRAM, &command));
+        fields.insert("args".into(), args.into());
+    }
     serde_json::to_vec(&process).map_err(|e| Error::Other(format!("the exec's process spec: {e}")))
 }
 
@@ -198,7 +240,53 @@ pub fn mount_masked_and_readonly_paths(spec: &mut Spec, rootfs: &Path) -> Result
     Ok(())
 }
 
-/// Removes the spec's seccomp profile (runsc applies it inside the sandbox with --oci-seccomp).
+/// A read-only recursive bind (`rbind,ro`, not `rro`) is read-only at its top only: under
+/// Linux its submounts keep their own mode. runsc's gofer crosses a bind's submounts as one
+/// read-only mount, so each submount under such a source becomes a mount of its own here, with
+/// its own mode, right after its parent.
+pub fn split_readonly_bind_submounts(spec: &mut Spec, mountinfo: &str) {
+    let Some(mounts) = spec.mounts_mut().as_mut() else { return };
+    let host_mounts = mount_points(mountinfo);
+    let mut out = Vec::with_capacity(mounts.len());
+    for m in mounts.drain(..) {
+        let opts = m.options().clone().unwrap_or_default();
+        let has = |o: &str| opts.iter().any(|x| x == o);
+        let split = has("rbind") && has("ro") && !has("rro");
+        let source = m.source().clone();
+        let destination = m.destination().clone();
+        out.push(m);
+        let Some(source) = source.filter(|_| split) else { continue };
+        for (point, read_only) in host_mounts.iter().filter(|(p, _)| p != &source && p.starts_with(&source)) {
+            let Ok(rel) = point.strip_prefix(&source) else { continue };
+            let mode = if *read_only { "ro" } else { "rw" };
+            if let Ok(sub) = MountBuilder::default()
+                .destination(destination.join(rel))
+                .typ("bind")
+                .source(point)
+                .options(vec!["rbind".to_string(), mode.to_string()])
+                .build()
+            {
+                out.push(sub);
+            }
+        }
+    }
+    *mounts = out;
+}
+
+/// Mount points and whether each is read-only, from /proc/self/mountinfo.
+fn mount_points(mountinfo: &str) -> Vec<(PathBuf, bool)> {
+    let unescape = |s: &str| s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\");
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let (point, options) = (f.get(4)?, f.get(5)?);
+            Some((PathBuf::from(unescape(point)), options.split(',').any(|o| o == "ro")))
+        })
+        .collect()
+}
+
+/// Removes the spec's seccomp profile.
 pub fn drop_seccomp(spec: &mut Spec) {
     if let Some(linux) = spec.linux_mut().as_mut() {
         linux.set_seccomp(None);
@@ -433,13 +521,18 @@ mod tests {
         assert_eq!(spec.process().as_ref().unwrap().terminal(), Some(false));
 
         let raw = br#"{"terminal":false,"args":["seq"],"cwd":"/","ioPriority":{"class":"IOPRIO_CLASS_IDLE"}}"#;
-        let out: serde_json::Value = serde_json::from_slice(&exec_process(raw, true).unwrap()).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&exec_process(raw, true, false).unwrap()).unwrap();
         assert_eq!(out["terminal"], true);
         assert_eq!(out["ioPriority"]["class"], "IOPRIO_CLASS_IDLE", "fields the shim does not know pass through");
-        let out: serde_json::Value = serde_json::from_slice(&exec_process(br#"{"args":["sh"]}"#, false).unwrap()).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&exec_process(br#"{"args":["sh"]}"#, false, false).unwrap()).unwrap();
         assert_eq!(out["terminal"], false);
-        assert!(exec_process(b"[1]", true).unwrap_err().to_string().contains("not a JSON object"));
-        assert!(exec_process(b"{", true).unwrap_err().to_string().contains("not valid JSON"));
+        assert!(exec_process(b"[1]", true, false).unwrap_err().to_string().contains("not a JSON object"));
+        assert!(exec_process(b"{", true, false).unwrap_err().to_string().contains("not valid JSON"));
+        // Behind the container's seccomp program: the agent installs it, then execs the command.
+        let out: serde_json::Value = serde_json::from_slice(&exec_process(br#"{"args":["sh","-c","x"]}"#, false, true).unwrap()).unwrap();
+        let args: Vec<String> = serde_json::from_value(out["args"].clone()).unwrap();
+        assert_eq!(args[0], AGENT_PATH);
+        assert_eq!(contract::args::parse_seccomp_argv(&args[2..]).unwrap().1, ["sh", "-c", "x"]);
     }
 
     #[test]
@@ -487,6 +580,49 @@ mod tests {
         );
         let linux = spec.linux().as_ref().unwrap();
         assert!(linux.masked_paths().is_none() && linux.readonly_paths().is_none(), "taken out of runsc's sight");
+    }
+
+    #[test]
+    fn submounts_of_a_read_only_bind_keep_their_own_mode() {
+        let bind = |dst: &str, src: &str, opts: &[&str]| {
+            MountBuilder::default()
+                .destination(dst)
+                .typ("bind")
+                .source(src)
+                .options(opts.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+                .build()
+                .unwrap()
+        };
+        let mut spec = SpecBuilder::default()
+            .mounts(vec![
+                bind("/mnt", "/tmp/vol", &["rbind", "ro"]),
+                bind("/rro", "/tmp/vol", &["rbind", "ro", "rro"]),
+                bind("/rw", "/tmp/vol", &["rbind", "rw"]),
+            ])
+            .build()
+            .unwrap();
+        let mountinfo = "36 35 98:0 / /tmp rw,relatime - ext4 /dev/vda rw\n\
+40 36 0:50 / /tmp/vol/tmpfs rw,relatime - tmpfs none rw\n\
+41 36 0:51 / /tmp/vol/ro\\040dir ro,relatime - tmpfs none rw\n\
+42 36 0:52 / /tmp/volume-other rw - tmpfs none rw\n";
+        split_readonly_bind_submounts(&mut spec, mountinfo);
+        let got: Vec<String> = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{} {} {}", m.destination().display(), m.source().as_ref().unwrap().display(), m.options().as_ref().unwrap().join(",")))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "/mnt /tmp/vol rbind,ro",
+                "/mnt/tmpfs /tmp/vol/tmpfs rbind,rw",
+                "/mnt/ro dir /tmp/vol/ro dir rbind,ro",
+                "/rro /tmp/vol rbind,ro,rro",
+                "/rw /tmp/vol rbind,rw",
+            ]
+        );
     }
 
     #[test]
