@@ -115,8 +115,9 @@ impl Bundle {
 
     /// Removes what a sandbox's container left on the host, whatever state it is in: its runsc
     /// state (with `runsc delete --force`, or by hand when `ended` allows it), a sandbox runsc
-    /// no longer knows, the rootfs mount, the runsc root once empty, and last the record. Used
-    /// by Delete, a failed Create and the `delete` action after a shim died.
+    /// no longer knows, the rootfs mount, the runsc root once empty, the cgroups the shim made,
+    /// and last the record. Used by Delete, a failed Create and the `delete` action after a
+    /// shim died.
     pub async fn destroy(&self, runsc: &Runsc, id: &str, ended: Ended) {
         let fast = ended == Ended::ByItself && !runsc.flags.extra.iter().any(|f| f.contains("overlay")) && self.remove_ended_sandbox(runsc, id);
         let state_gone = fast || match runsc.delete(id).await {
@@ -139,8 +140,10 @@ impl Bundle {
                 info!("runsc root {} still holds {left} entries", root.display());
             }
         }
-        if state_gone {
-            // Last: without it the delete action knows that no runsc state is left to remove.
+        // Once the sandbox is gone: its processes leave the cgroup as they die.
+        let cgroups_gone = state_gone && self.record().is_none_or(|r| crate::cgroup::remove_recorded(&r.cgroups));
+        if cgroups_gone {
+            // Last: without it the delete action knows that nothing is left to remove.
             let _ = std::fs::remove_file(self.path.join(RECORD));
         }
     }

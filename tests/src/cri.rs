@@ -20,6 +20,21 @@ fn pairs(kv: &[(&str, &str)]) -> HashMap<String, String> {
     kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// A gRPC channel to the private containerd's socket.
+pub async fn channel() -> Result<Channel, tonic::transport::Error> {
+    let socket = crate::address();
+    tonic::transport::Endpoint::try_from("http://[::]:0")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+}
+
 fn namespaces(host_network: bool) -> Option<NamespaceOption> {
     let network = if host_network { NamespaceMode::Node } else { NamespaceMode::Pod };
     Some(NamespaceOption { network: network as i32, pid: NamespaceMode::Container as i32, ..Default::default() })
@@ -28,21 +43,7 @@ fn namespaces(host_network: bool) -> Option<NamespaceOption> {
 impl Cri {
     pub fn connect() -> Cri {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let socket = crate::address();
-        let channel = rt
-            .block_on(async {
-                tonic::transport::Endpoint::try_from("http://[::]:0")
-                    .unwrap()
-                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                        let socket = socket.clone();
-                        async move {
-                            let stream = tokio::net::UnixStream::connect(socket).await?;
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                        }
-                    }))
-                    .await
-            })
-            .expect("connect to containerd's CRI service");
+        let channel = rt.block_on(channel()).expect("connect to containerd's CRI service");
         Cri { rt, client: RuntimeServiceClient::new(channel) }
     }
 
@@ -58,6 +59,11 @@ impl Cri {
 
     /// RunPodSandbox with our handler; the pod is stopped and removed when dropped.
     pub fn run_pod(&self, name: &str, annotations: &[(&str, &str)], host_network: bool) -> CriResult<Pod<'_>> {
+        self.run_pod_in(name, annotations, host_network, "")
+    }
+
+    /// RunPodSandbox under the pod cgroup `cgroup_parent` (cgroupfs form), as the kubelet gives it.
+    pub fn run_pod_in(&self, name: &str, annotations: &[(&str, &str)], host_network: bool, cgroup_parent: &str) -> CriResult<Pod<'_>> {
         let uid = crate::unique_id(name);
         let logs = std::env::temp_dir().join(format!("cri-logs-{uid}"));
         std::fs::create_dir_all(&logs).unwrap();
@@ -67,6 +73,7 @@ impl Cri {
             log_directory: logs.to_string_lossy().into_owned(),
             annotations: pairs(annotations),
             linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: cgroup_parent.into(),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: namespaces(host_network),
                     ..Default::default()
@@ -96,6 +103,7 @@ pub struct Spec<'a> {
     pub annotations: &'a [(&'a str, &'a str)],
     /// Host path, container path; read-only.
     pub mounts: &'a [(&'a str, &'a str)],
+    pub resources: Option<LinuxContainerResources>,
 }
 
 pub struct Pod<'a> {
@@ -122,6 +130,7 @@ impl Pod<'_> {
                 .map(|(h, c)| Mount { host_path: h.to_string(), container_path: c.to_string(), readonly: true, ..Default::default() })
                 .collect(),
             linux: Some(LinuxContainerConfig {
+                resources: spec.resources.clone(),
                 security_context: Some(LinuxContainerSecurityContext {
                     namespace_options: namespaces(self.host_network),
                     ..Default::default()

@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod cgroups;
 pub mod cri;
+pub mod tasks;
 
 pub const RUNTIME: &str = "io.beta9.sandbox";
 pub const BUSYBOX: &str = "docker.io/beta9/busybox:latest";
@@ -189,7 +191,7 @@ impl Drop for Container {
     }
 }
 
-/// What is left of a container on the host: processes, mounts, runsc state.
+/// What is left of a container on the host: processes, mounts, runsc state, cgroups.
 pub fn leftovers(id: &str) -> Vec<String> {
     let mut left: Vec<String> = processes()
         .into_iter()
@@ -207,6 +209,7 @@ pub fn leftovers(id: &str) -> Vec<String> {
             }
         }
     }
+    left.extend(cgroups::named(id).into_iter().map(|d| format!("cgroup: {}", d.display())));
     left
 }
 
