@@ -470,8 +470,8 @@ impl SandboxCgroup {
     }
 
     /// Removes what this sandbox made; false if something could not go yet.
-    pub fn remove(&self) -> bool {
-        remove_recorded(&self.made)
+    pub async fn remove(&self) -> bool {
+        remove_recorded(&self.made).await
     }
 }
 
@@ -534,29 +534,37 @@ pub fn update(c: &Container, resources: &[u8]) -> Result<()> {
     cg.update(&Limits::from(&r))
 }
 
-/// Removes cgroups this shim made (from the record, after a shim crash too), deepest first: a
-/// cgroup that still has processes or children stays. Returns whether all are gone.
-pub fn remove_recorded(paths: &[PathBuf]) -> bool {
+/// Removes cgroups this shim made (from the record, after a shim crash too), deepest first,
+/// once the sandbox is gone: a cgroup with children stays. Returns whether all are gone.
+pub async fn remove_recorded(paths: &[PathBuf]) -> bool {
     let mut all = true;
     for dir in paths {
-        if !remove_dir(dir) {
+        if !remove_dir(dir).await {
             all = false;
         }
     }
     all
 }
 
-/// rmdir; a cgroup whose last processes are still exiting (a gofer killed a moment ago) is
-/// waited for, boundedly, on its `cgroup.procs` emptying.
-fn remove_dir(dir: &Path) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(2);
+/// rmdir of a cgroup whose sandbox is gone. Processes still in it were born in it, so they are
+/// what the sandbox left (a gofer or systrap stub still exiting): they are killed, and the
+/// removal waits, boundedly, for them to be gone.
+async fn remove_dir(dir: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut killed = false;
     loop {
         match std::fs::remove_dir(dir) {
             Ok(()) => return true,
             // Nothing there (not even a directory: a path the kernel refused to make).
             Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => return true,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline && has_processes(dir) => {
-                std::thread::sleep(Duration::from_millis(5));
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline && !processes(dir).is_empty() => {
+                if !killed {
+                    for pid in processes(dir) {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                    }
+                    killed = true;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Err(e) => {
                 warn!("remove cgroup {}: {e}", dir.display());
@@ -566,8 +574,8 @@ fn remove_dir(dir: &Path) -> bool {
     }
 }
 
-fn has_processes(dir: &Path) -> bool {
-    read(&dir.join("cgroup.procs")).is_some_and(|s| !s.trim().is_empty())
+fn processes(dir: &Path) -> Vec<i32> {
+    read(&dir.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
 /// Turns on the controllers the shim uses for `dir`'s children, where `dir` has them; a

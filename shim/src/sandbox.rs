@@ -221,15 +221,15 @@ impl Sandbox {
     /// Removes what the sandbox has on the host besides its containers: its cgroup, and what
     /// runsc took from its network namespace. After its first container is gone.
     pub async fn release(&self) {
-        self.release_cgroup();
+        self.release_cgroup().await;
         self.network.release().await;
     }
 
     /// Removes the cgroups the shim made for the sandbox. Again after its last container is
     /// gone: a pod cgroup the shim made holds runsc's app container cgroups until then.
-    pub fn release_cgroup(&self) {
+    pub async fn release_cgroup(&self) {
         if let Some(cg) = &self.cgroup {
-            cg.remove();
+            cg.remove().await;
         }
     }
 }

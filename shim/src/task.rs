@@ -334,7 +334,7 @@ impl TaskService {
         }
         if sandbox.is_empty() {
             if !sandbox.is_first(&req.id) {
-                sandbox.release_cgroup();
+                sandbox.release_cgroup().await;
             }
             *self.sandbox.lock().unwrap() = None;
         }
