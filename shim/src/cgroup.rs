@@ -367,33 +367,50 @@ impl SandboxCgroup {
     /// set fails Create with the path and the kernel's words.
     pub fn create(&self) -> Result<()> {
         let started = Instant::now();
-        let mut made = self.made.clone();
-        made.reverse();
-        for dir in &made {
-            if self.layout.is_v2() {
-                enable_controllers(dir.parent().unwrap_or(dir));
-            }
-            match std::fs::create_dir(dir) {
-                Ok(()) => {}
-                // Made meanwhile by another sandbox with the same parent.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io(format!("create cgroup {}", dir.display()))(e)),
-            }
-            let cpuset_root = self.layout.dir_of("cpuset", Path::new("")).filter(|_| !self.layout.is_v2());
-            if cpuset_root.is_some_and(|root| dir.starts_with(root)) {
-                // A new v1 cpuset has no CPUs and no memory nodes: nothing could join it.
-                for file in ["cpuset.cpus", "cpuset.mems"] {
-                    let parent = read(&dir.parent().unwrap_or(dir).join(file)).unwrap_or_default();
-                    if !parent.trim().is_empty() {
-                        write(&dir.join(file), parent.trim())?;
-                    }
-                }
+        let mut attempt = 0;
+        // A parent can go meanwhile (the teardown of the sandbox that made it): make it again.
+        while let Err(e) = self.make() {
+            attempt += 1;
+            if attempt == 3 || !matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound) {
+                return Err(e);
             }
         }
         if let Some(limits) = &self.limits {
             self.apply(limits)?;
         }
         info!("cgroup {} ready in {:?} ({} directories made)", self.path(), started.elapsed(), self.made.len());
+        Ok(())
+    }
+
+    /// Makes every missing level of the cgroup, from the top, in each hierarchy.
+    fn make(&self) -> Result<()> {
+        for root in self.layout.roots() {
+            let mut dir = root.to_path_buf();
+            for part in self.path.components() {
+                let parent = dir.clone();
+                dir.push(part);
+                if dir.is_dir() {
+                    continue;
+                }
+                if self.layout.is_v2() {
+                    enable_controllers(&parent);
+                }
+                match std::fs::create_dir(&dir) {
+                    // Made meanwhile by another sandbox with the same parent.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    other => other.map_err(Error::io(format!("create cgroup {}", dir.display())))?,
+                }
+                if !self.layout.is_v2() && self.layout.dir_of("cpuset", Path::new("")).as_deref() == Some(root) {
+                    // A new v1 cpuset has no CPUs and no memory nodes: nothing could join it.
+                    for file in ["cpuset.cpus", "cpuset.mems"] {
+                        let value = read(&parent.join(file)).unwrap_or_default();
+                        if !value.trim().is_empty() {
+                            write(&dir.join(file), value.trim())?;
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -451,9 +468,9 @@ impl SandboxCgroup {
     pub fn explain(&self, e: Error) -> Error {
         let pids_refused = self.read("pids.events").map(|s| keyed(&s, "max")).unwrap_or(0);
         let hint = if self.oom_kills() > 0 {
-            "the sandbox's memory limit was reached while runsc started it (gVisor's sandbox and gofer need about 20 MiB of their own)"
+            "the sandbox's memory limit was reached while runsc started it (gVisor's sandbox and gofer use about 15 MiB of their own)"
         } else if pids_refused > 0 {
-            "the sandbox's pids limit was reached while runsc started it (its host processes and threads count: about 25 for the sandbox itself)"
+            "the sandbox's pids limit was reached while runsc started it (its host processes and threads count, about 25 for the sandbox itself)"
         } else {
             return e;
         };
@@ -550,11 +567,17 @@ pub async fn remove_recorded(paths: &[PathBuf]) -> bool {
 /// what the sandbox left (a gofer or systrap stub still exiting): they are killed, and the
 /// removal waits, boundedly, for them to be gone.
 async fn remove_dir(dir: &Path) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
     let mut killed = false;
     loop {
         match std::fs::remove_dir(dir) {
-            Ok(()) => return true,
+            Ok(()) => {
+                if killed {
+                    info!("cgroup {}: removed {:?} after killing what the sandbox left in it", dir.display(), started.elapsed());
+                }
+                return true;
+            }
             // Nothing there (not even a directory: a path the kernel refused to make).
             Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => return true,
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline && !processes(dir).is_empty() => {
