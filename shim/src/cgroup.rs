@@ -177,6 +177,14 @@ fn expand_slice(slice: &str) -> std::result::Result<PathBuf, String> {
     Ok(path)
 }
 
+/// The sandbox's cgroup (cgroupfs form): the spec's, or `<parent>/<namespace>/<id>` when it names none.
+pub fn sandbox_path(spec: &Spec, parent: &Path, namespace: &str, id: &str) -> Result<PathBuf> {
+    match spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned()) {
+        Some(p) if !p.is_empty() => cgroupfs_path(&p, parent),
+        _ => cgroupfs_path(&format!("{namespace}/{id}"), parent),
+    }
+}
+
 /// The limits the shim applies, from the spec's `linux.resources`; zeros are unset, as runc reads
 /// them. Devices, hugepages, block I/O, network and `unified` are not applied (see the README).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -328,12 +336,8 @@ impl SandboxCgroup {
         if !config.cgroups.enforce {
             return Ok(None);
         }
-        let parent = &config.cgroups.default_parent;
+        let path = sandbox_path(spec, &config.cgroups.default_parent, namespace, id)?;
         let linux = spec.linux().as_ref();
-        let path = match linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned()) {
-            Some(p) if !p.is_empty() => cgroupfs_path(&p, parent)?,
-            _ => cgroupfs_path(&format!("{namespace}/{id}"), parent)?,
-        };
         let limits = match role {
             Role::Single => Some(linux.and_then(|l| l.resources().as_ref()).map(Limits::from).unwrap_or_default()),
             _ => None,
@@ -685,6 +689,22 @@ mod tests {
             let e = p(bad).unwrap_err().to_string();
             assert!(e.contains("linux.cgroupsPath") && e.contains(bad), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_spec_without_a_cgroup_goes_under_the_default_parent() {
+        use oci_spec::runtime::LinuxBuilder;
+        let with = |path: Option<&str>| {
+            let mut linux = LinuxBuilder::default();
+            if let Some(p) = path {
+                linux = linux.cgroups_path(p);
+            }
+            let spec = oci_spec::runtime::SpecBuilder::default().linux(linux.build().unwrap()).build().unwrap();
+            sandbox_path(&spec, Path::new("/beta9"), "default", "c1").unwrap()
+        };
+        assert_eq!(with(None), PathBuf::from("beta9/default/c1"));
+        assert_eq!(with(Some("")), PathBuf::from("beta9/default/c1"));
+        assert_eq!(with(Some("/k8s.io/p1")), PathBuf::from("k8s.io/p1"));
     }
 
     fn limits(memory: Option<i64>, swap: Option<i64>) -> Limits {

@@ -280,3 +280,24 @@ pub fn busybox_tar() -> (std::path::PathBuf, std::path::PathBuf) {
     assert_eq!(t.code, 0, "{}", t.stderr);
     (dir, tar)
 }
+
+/// A runtime config file for one test (`ctr run --runtime-config-path`), removed with it.
+pub struct ConfigFile(pub std::path::PathBuf);
+
+impl ConfigFile {
+    pub fn new(text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{}.toml", unique_id("beta9-config")));
+        std::fs::write(&path, text).unwrap();
+        ConfigFile(path)
+    }
+
+    pub fn flag(&self) -> [String; 2] {
+        ["--runtime-config-path".into(), self.0.display().to_string()]
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

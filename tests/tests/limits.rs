@@ -322,30 +322,13 @@ fn a_cgroup_that_cannot_be_made_joined_or_set_fails_create_naming_it() {
     // Each Drop checks that no process, mount, runsc state or cgroup is left.
 }
 
-/// A config file for one test, removed with it.
-struct ConfigFile(std::path::PathBuf);
-
-impl ConfigFile {
-    fn new(text: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("{}.toml", unique_id("beta9-config")));
-        std::fs::write(&path, text).unwrap();
-        ConfigFile(path)
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[test]
 fn cgroups_config_keys_are_honoured() {
     // enforce = false: no cgroup, no limit; the operator manages cgroups.
     let off = ConfigFile::new("[cgroups]\nenforce = false\n");
     let c = Container::new("cgoff");
-    let flag = off.0.display().to_string();
-    let r = c.run(DEBIAN, &["--runtime-config-path", &flag, "--memory-limit", &(64 * MIB).to_string()], &["python3", "-c", &alloc(128)], None);
+    let [opt, path] = off.flag();
+    let r = c.run(DEBIAN, &[&opt, &path, "--memory-limit", &(64 * MIB).to_string()], &["python3", "-c", &alloc(128)], None);
     assert_eq!((r.code, r.stdout.trim()), (0, "allocated"), "nothing enforced: {}", r.stderr);
     drop(c);
 
@@ -354,8 +337,8 @@ fn cgroups_config_keys_are_honoured() {
     let parent = format!("/{}", unique_id("b9parent"));
     let cfg = ConfigFile::new(&format!("[cgroups]\ndefault_parent = \"{parent}\"\n"));
     let c = Container::new("cgparent");
-    let flag = cfg.0.display().to_string();
-    c.start(BUSYBOX, &["--runtime-config-path", &flag, "--cgroup", ""], &["sleep", "600"]);
+    let [opt, path] = cfg.flag();
+    c.start(BUSYBOX, &[&opt, &path, "--cgroup", ""], &["sleep", "600"]);
     let expected = format!("{parent}/default/{}", c.id);
     assert_eq!(cgroups::of_process(c.sandbox_pid().unwrap(), "memory").as_deref(), Some(expected.as_str()));
     drop(c);
