@@ -6,6 +6,58 @@ set -euo pipefail
 
 pidfile=$BETA9_DEV/containerd.pid
 running() { [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+registry_pidfile=$BETA9_DEV/registry.pid
+
+# Pods get a network of their own on a bridge whose host side holds the gateway address, with
+# host-local addresses and no route beyond the subnet (nothing is routed off the machine), and
+# portmap for host ports. The bridge is made here so the test registry can listen on it.
+network_up() {
+    mkdir -p "$BETA9_DEV/cni/conf"
+    rm -f "$BETA9_DEV"/cni/conf/*
+    cat >"$BETA9_DEV/cni/conf/10-$BETA9_CNI_NETWORK.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "$BETA9_CNI_NETWORK",
+  "plugins": [
+    {"type": "bridge", "bridge": "$BETA9_BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$BETA9_SUBNET.0/24", "gateway": "$BETA9_SUBNET.1"}]]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+JSON
+    if ! ip link show "$BETA9_BRIDGE" >/dev/null 2>&1; then
+        ip link add "$BETA9_BRIDGE" type bridge
+        ip addr add "$BETA9_SUBNET.1/24" dev "$BETA9_BRIDGE"
+    fi
+    ip link set "$BETA9_BRIDGE" up
+    if ! { [ -s "$registry_pidfile" ] && kill -0 "$(cat "$registry_pidfile")" 2>/dev/null; }; then
+        mkdir -p "$BETA9_DEV_ROOT/registry"
+        cat >"$BETA9_DEV/registry.yml" <<YML
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $BETA9_DEV_ROOT/registry}, delete: {enabled: true}}
+http: {addr: "$BETA9_REGISTRY"}
+YML
+        setsid "$BETA9_CACHE/docker-registry/usr/bin/docker-registry" serve "$BETA9_DEV/registry.yml" \
+            >>"$BETA9_DEV/registry.log" 2>&1 </dev/null &
+        echo $! >"$registry_pidfile"
+        for _ in $(seq 1 200); do
+            curl -fsS "http://$BETA9_REGISTRY/v2/" >/dev/null 2>&1 && break
+            kill -0 "$(cat "$registry_pidfile")" 2>/dev/null || { echo "containerd.sh: the registry did not start:" >&2; tail -n 5 "$BETA9_DEV/registry.log" >&2; exit 1; }
+            sleep 0.05
+        done
+    fi
+}
+
+# Everything network_up made, and what CNI keeps for the network (address reservations).
+network_down() {
+    if [ -s "$registry_pidfile" ]; then
+        kill "$(cat "$registry_pidfile")" 2>/dev/null || true
+        rm -f "$registry_pidfile"
+    fi
+    ip link del "$BETA9_BRIDGE" 2>/dev/null || true
+    rm -rf "/var/lib/cni/networks/$BETA9_CNI_NETWORK"
+}
 
 install_bins() {
     mkdir -p "$BETA9_DEV/bin"
@@ -25,16 +77,9 @@ W
 
 start() {
     install_bins
-    if running; then return 0; fi
     mkdir -p "$BETA9_DEV" "$BETA9_DEV_ROOT"
-    # CNI for pods with their own network namespace: a test plugin that only adds an eth0 (a veth pair)
-    # inside the pod's namespace (hack/cni/beta9-test-veth), so the host's network is never touched.
-    mkdir -p "$BETA9_DEV/cni/bin" "$BETA9_DEV/cni/conf"
-    install -m 0755 "$REPO/hack/cni/beta9-test-veth" "$BETA9_DEV/cni/bin/beta9-test-veth"
-    ln -sf /usr/lib/cni/loopback "$BETA9_DEV/cni/bin/loopback"
-    cat >"$BETA9_DEV/cni/conf/10-beta9-test-veth.conflist" <<JSON
-{"cniVersion": "0.4.0", "name": "beta9-test-veth", "plugins": [{"type": "beta9-test-veth"}]}
-JSON
+    network_up
+    if running; then return 0; fi
     cat >"$BETA9_DEV/config.toml" <<TOML
 version = 2
 root = "$BETA9_DEV_ROOT/containerd"
@@ -56,7 +101,7 @@ state = "$BETA9_DEV/state"
     pod_annotations = ["io.beta9.sandbox.*"]
     container_annotations = ["io.beta9.sandbox.*"]
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$BETA9_DEV/cni/bin"
+    bin_dir = "/usr/lib/cni"
     conf_dir = "$BETA9_DEV/cni/conf"
 TOML
     PATH="$BETA9_DEV/bin:$PATH" setsid containerd --config "$BETA9_DEV/config.toml" \
@@ -84,12 +129,13 @@ TOML
 }
 
 stop() {
-    running || return 0
+    running || { network_down; return 0; }
     local pid; pid=$(cat "$pidfile")
     kill "$pid"
     for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$pidfile"
+    network_down
 }
 
 case "${1:-start}" in

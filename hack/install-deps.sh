@@ -21,9 +21,10 @@ SRC
 fi
 
 # protobuf-compiler: the CRI client of the pod tests generates its bindings at build time;
-# containernetworking-plugins: CRI sets up every pod's loopback with its `loopback` plugin.
+# containernetworking-plugins: CRI's pod networks (bridge, host-local, portmap, loopback);
+# iptables: portmap's rules on the host.
 pkgs=(containerd runc umoci skopeo busybox-static debootstrap iproute2 procps util-linux python3 curl ca-certificates
-    protobuf-compiler containernetworking-plugins)
+    protobuf-compiler containernetworking-plugins iptables)
 need=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 have_runsc() { dpkg -s runsc 2>/dev/null | grep -q '^Version: .*2024'; }
@@ -32,6 +33,16 @@ if [ ${#need[@]} -gt 0 ] || ! have_runsc; then
     [ -e /var/lib/beta9-apt-updated ] || { apt-get update -qq && touch /var/lib/beta9-apt-updated; }
     [ ${#need[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${need[@]}"
     have_runsc || apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc
+fi
+
+# The registry the network tests pull from: Debian's docker-registry, unpacked into the cache
+# (installing it would start a system service on :5000); hack/containerd.sh runs it privately.
+. "$(dirname "$0")/env.sh"
+if [ ! -x "$BETA9_CACHE/docker-registry/usr/bin/docker-registry" ]; then
+    [ -e /var/lib/beta9-apt-updated ] || { apt-get update -qq && touch /var/lib/beta9-apt-updated; }
+    mkdir -p "$BETA9_CACHE/debs" && rm -rf "$BETA9_CACHE/docker-registry"
+    (cd "$BETA9_CACHE/debs" && apt-get download -qq -o APT::Sandbox::User=root docker-registry)
+    dpkg -x "$(ls -t "$BETA9_CACHE"/debs/docker-registry_*.deb | head -n1)" "$BETA9_CACHE/docker-registry"
 fi
 
 # The Debian package may start a system containerd; ours is private and never touches it.

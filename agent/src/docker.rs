@@ -33,6 +33,7 @@ use crate::{
     children::{exec_failure_code, find_in_path, Children, Detach, DEFAULT_PATH},
     say,
     status::Status,
+    uplink::{self, Uplink},
 };
 
 pub const SOCKET: &str = "/var/run/docker.sock";
@@ -241,7 +242,13 @@ impl Supervisor {
                 "host: no bridge (--bridge=none --ip-forward=false); nested containers use --network host".to_string()
             }
             Network::None => "none: loopback only; nested containers reach each other on docker0".to_string(),
-            Network::Sandbox => "sandbox".to_string(),
+            Network::Sandbox => match self.route_out(&path) {
+                Ok(up) => {
+                    args.push(format!("--mtu={}", up.mtu));
+                    format!("sandbox: {} {} mtu {}: forwarding on, SNAT (tcp, udp) to {}", up.device, up.address, up.mtu, up.address)
+                }
+                Err(why) => format!("sandbox: nested containers reach no other host: {why}"),
+            },
         };
         self.note(&format!("network {network}"));
         self.status.update(|s| s.network = network);
@@ -273,13 +280,44 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Lets nested containers reach other hosts through the sandbox's uplink: forwarding on,
+    /// and SNAT to the uplink's address (gVisor's netstack has no MASQUERADE).
+    fn route_out(&self, path: &str) -> Result<Uplink, String> {
+        let up = uplink::find().map_err(|e| format!("no uplink: {e}"))?;
+        std::fs::write(uplink::IP_FORWARD, "1").map_err(|e| format!("cannot turn on forwarding ({}): {e}", uplink::IP_FORWARD))?;
+        let iptables = uplink::legacy_iptables(path).ok_or("the image has no iptables-legacy, which gVisor's netstack needs for SNAT")?;
+        for rule in uplink::snat_rules(&iptables, &up) {
+            let (code, out) = self.run_helper(&rule).map_err(|e| format!("cannot run {}: {e}", rule[0]))?;
+            if code != 0 {
+                return Err(format!("`{}` failed: {}", rule[1..].join(" "), first_line(&out)));
+            }
+        }
+        Ok(up)
+    }
+
     /// dockerd's default iptables setup needs a nat table with MASQUERADE and `-m addrtype`:
-    /// try exactly that in a scratch chain, with the iptables dockerd itself would use.
+    /// try exactly that in a scratch chain with the iptables dockerd runs (`iptables`), and say
+    /// what the legacy backend, the one gVisor's netstack speaks, answers too.
     fn probe_iptables(&self, path: &str) -> Result<(), String> {
         let Some(iptables) = find_in_path("iptables", path) else {
             return Err("iptables was not found in the image".into());
         };
+        let first = match self.probe_with(&iptables) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match uplink::legacy_iptables(path).filter(|l| std::fs::canonicalize(l).ok() != std::fs::canonicalize(&iptables).ok()) {
+            Some(legacy) => match self.probe_with(&legacy) {
+                Ok(()) => Err(format!("{first}; {} would do, but dockerd runs iptables", legacy.display())),
+                Err(e) => Err(format!("{first}; {e}")),
+            },
+            None => Err(first),
+        }
+    }
+
+    fn probe_with(&self, iptables: &Path) -> Result<(), String> {
         let bin = iptables.to_string_lossy().into_owned();
+        let name = iptables.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let chain = "BETA9-PROBE";
         let steps: [&[&str]; 3] = [
             &["-N", chain],
@@ -292,8 +330,7 @@ impl Supervisor {
             argv.extend(step.iter().map(|s| s.to_string()));
             let (code, out) = self.run_helper(&argv).map_err(|e| format!("cannot run {bin}: {e}"))?;
             if code != 0 {
-                let first = out.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-                result = Err(format!("`iptables -t nat {}` failed: {first}", step.join(" ")));
+                result = Err(format!("`{name} -t nat {}` failed: {}", step.join(" "), first_line(&out)));
                 if i == 0 {
                     return result;
                 }
@@ -450,6 +487,10 @@ impl Supervisor {
         }
         true
     }
+}
+
+fn first_line(out: &str) -> String {
+    out.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
 
 /// `GET /_ping` on the daemon's socket; true only for a 200 answer within `timeout`.

@@ -15,6 +15,7 @@ mod docker;
 mod init;
 mod netlink;
 mod status;
+mod uplink;
 
 use std::process::ExitCode;
 

@@ -123,10 +123,12 @@ impl Sandbox {
         self.id == id
     }
 
-    /// How runsc runs a container of this sandbox: the sandbox's flags, the container's own log.
-    pub fn runsc_for(&self, bundle: &Path) -> Runsc {
+    /// How runsc runs a container of this sandbox: the sandbox's flags, the container's own log;
+    /// only the first container's runsc sets up the network.
+    pub fn runsc_for(&self, id: &str, bundle: &Path) -> Runsc {
         let mut runsc = self.runsc.clone();
         runsc.flags.log = bundle.join("runsc.log.json");
+        runsc.isolate_proc_sys_net &= self.is_first(id);
         runsc
     }
 

@@ -20,21 +20,6 @@ fn pairs(kv: &[(&str, &str)]) -> HashMap<String, String> {
     kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// A gRPC channel to the private containerd's socket.
-pub async fn channel() -> Result<Channel, tonic::transport::Error> {
-    let socket = crate::address();
-    tonic::transport::Endpoint::try_from("http://[::]:0")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let socket = socket.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(socket).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-}
-
 fn namespaces(host_network: bool) -> Option<NamespaceOption> {
     let network = if host_network { NamespaceMode::Node } else { NamespaceMode::Pod };
     Some(NamespaceOption { network: network as i32, pid: NamespaceMode::Container as i32, ..Default::default() })
@@ -43,7 +28,21 @@ fn namespaces(host_network: bool) -> Option<NamespaceOption> {
 impl Cri {
     pub fn connect() -> Cri {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let channel = rt.block_on(channel()).expect("connect to containerd's CRI service");
+        let socket = crate::address();
+        let channel = rt
+            .block_on(async {
+                tonic::transport::Endpoint::try_from("http://[::]:0")
+                    .unwrap()
+                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                        let socket = socket.clone();
+                        async move {
+                            let stream = tokio::net::UnixStream::connect(socket).await?;
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                        }
+                    }))
+                    .await
+            })
+            .expect("connect to containerd's CRI service");
         Cri { rt, client: RuntimeServiceClient::new(channel) }
     }
 
@@ -90,7 +89,11 @@ impl Cri {
                 return Err(e);
             }
         };
-        Ok(Pod { cri: self, id, config, host_network, containers: Vec::new(), logs })
+        let mut pod = Pod { cri: self, id, config, host_network, containers: Vec::new(), logs, network: None };
+        if !host_network {
+            pod.network = Some(pod.read_network());
+        }
+        Ok(pod)
     }
 }
 
@@ -114,9 +117,40 @@ pub struct Pod<'a> {
     /// Every container created in it, for the leak checks.
     pub containers: Vec<String>,
     logs: PathBuf,
+    /// What CNI made for it, for the leak checks.
+    network: Option<PodNetwork>,
+}
+
+/// What CNI gave a pod with a network namespace of its own.
+#[derive(Clone, Debug)]
+pub struct PodNetwork {
+    pub ip: String,
+    /// The pod's network namespace.
+    pub netns: String,
+    /// The host side of its veth pair.
+    pub host_veth: String,
 }
 
 impl Pod<'_> {
+    /// The pod's address, namespace and host-side veth, from CRI's verbose status.
+    fn read_network(&self) -> PodNetwork {
+        let req = PodSandboxStatusRequest { pod_sandbox_id: self.id.clone(), verbose: true };
+        let status = self.cri.call(|mut c| async move { c.pod_sandbox_status(req).await }).expect("PodSandboxStatus");
+        let ip = status.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
+        let info: serde_json::Value = serde_json::from_str(status.info.get("info").map(String::as_str).unwrap_or("{}")).unwrap_or_default();
+        // cniResult's interfaces: eth0 lives in the pod's namespace, the veth on the host.
+        let interfaces = info["cniResult"]["Interfaces"].as_object().cloned().unwrap_or_default();
+        let netns = interfaces.get("eth0").and_then(|i| i["Sandbox"].as_str()).unwrap_or_default().to_string();
+        let host_veth = interfaces.keys().find(|k| k.starts_with("veth")).cloned().unwrap_or_default();
+        assert!(!ip.is_empty() && !netns.is_empty() && !host_veth.is_empty(), "CNI's result for pod {}: {info}", self.id);
+        PodNetwork { ip, netns, host_veth }
+    }
+
+    /// The pod's own network (not for host-network pods).
+    pub fn network(&self) -> &PodNetwork {
+        self.network.as_ref().expect("a pod with a network namespace of its own")
+    }
+
     pub fn create(&mut self, spec: &Spec) -> CriResult<String> {
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata { name: spec.name.into(), attempt: 0 }),
@@ -240,5 +274,9 @@ impl Drop for Pod<'_> {
         removed.unwrap_or_else(|e| panic!("removing pod {}: {e}", self.id));
         let ids: Vec<&str> = std::iter::once(self.id.as_str()).chain(self.containers.iter().map(String::as_str)).collect();
         crate::assert_no_leftovers(&ids);
+        if let Some(net) = &self.network {
+            let left = crate::net::pod_network_leftovers(&self.id, net);
+            assert!(left.is_empty(), "pod {} left its network behind:\n{}", self.id, left.join("\n"));
+        }
     }
 }

@@ -9,8 +9,9 @@ use std::{
 };
 
 pub mod cgroups;
+pub mod client;
 pub mod cri;
-pub mod tasks;
+pub mod net;
 
 pub const RUNTIME: &str = "io.beta9.sandbox";
 pub const BUSYBOX: &str = "docker.io/beta9/busybox:latest";

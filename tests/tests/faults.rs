@@ -83,18 +83,3 @@ fn force_delete_right_after_a_kill_succeeds() {
         assert_eq!(rm.code, 0, "task rm -f right after kill: {}", rm.stderr);
     }
 }
-
-#[test]
-fn failed_start_says_why_and_leaves_no_sandbox_running() {
-    // This runsc refuses a sandbox with its own network namespace, at `runsc start`.
-    let netns = unique_id("b9netns");
-    assert_eq!(run_cmd(std::process::Command::new("ip").args(["netns", "add", &netns]), None).code, 0);
-    let c = Container::new("failedstart");
-    let ns = format!("network:/var/run/netns/{netns}");
-    let r = c.run(BUSYBOX, &["--with-ns", &ns], &["echo", "never"], None);
-    let _ = run_cmd(std::process::Command::new("ip").args(["netns", "del", &netns]), None);
-    r.assert_refused(&["cannot run with network enabled in root network namespace", "--net-host"]);
-    // No sandbox runs on for it; Drop checks that nothing else is left either.
-    assert!(eventually(Duration::from_secs(10), || c.sandbox_pid().is_none()), "the sandbox of a failed start still runs");
-    assert_ne!(c.status().as_deref(), Some("CREATED"), "a task whose start failed is stopped or deleted");
-}

@@ -211,7 +211,8 @@ fn update_changes_the_memory_limit_of_a_running_sandbox() {
     let r = c.exec("before", &["python3", "-c", &alloc(128)], None);
     assert_eq!((r.code, r.stdout.trim()), (0, "allocated"), "128 MB fit in 512 MiB: {}", r.stderr);
 
-    tasks::update("default", &c.id, &format!(r#"{{"memory":{{"limit":{}}}}}"#, 64 * MIB)).expect("Tasks.Update");
+    let client = client::Client::connect();
+    client.update(&c.id, &serde_json::json!({ "memory": { "limit": 64 * MIB } })).expect("Tasks.Update");
     let limit = if cgroups::v2() { cgroups::read_u64(&path, "memory.max") } else { cgroups::read_u64(&path, "memory.limit_in_bytes") };
     assert_eq!(limit, 64 * MIB);
     let m = c.task(&["metrics", &c.id]);
