@@ -244,12 +244,39 @@ def shim_memory(n, tag):
     return out
 
 
+def cgroup_cost(rounds, tag):
+    """What the sandbox's cgroup costs a cold start (issue 11): ours as shipped (the shim makes
+    the cgroup and starts runsc's sandbox in it), with limits to write as well, and with
+    [cgroups] enforce = false from a runtime config file; interleaved."""
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", prefix="beta9-bench-", delete=False) as f:
+        f.write("[cgroups]\nenforce = false\n")
+    variants = {
+        "cgroup": OURS,
+        "cgroup_limits": OURS + ["--memory-limit", str(256 << 20), "--cpus", "1"],
+        "no_cgroup": OURS + ["--runtime-config-path", f.name],
+    }
+    samples = {k: [] for k in variants}
+    try:
+        for r in range(rounds):
+            for name, rt in variants.items():
+                samples[name].append(timed(lambda: cold_start(rt, f"bench-{tag}-cg-{name}-{r}"))[0])
+    finally:
+        os.unlink(f.name)
+    ms = lambda x: None if x is None else round(x * 1000, 1)
+    out = {k: {"p50": ms(pctl(v, 0.5)), "p95": ms(pctl(v, 0.95))} for k, v in samples.items()}
+    ratio = lambda a, b: None if not a or not b else round(a / b, 2)
+    out["ratio_p50_cgroup_over_no_cgroup"] = ratio(out["cgroup"]["p50"], out["no_cgroup"]["p50"])
+    out["ratio_p50_limits_over_no_cgroup"] = ratio(out["cgroup_limits"]["p50"], out["no_cgroup"]["p50"])
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--shims", type=int, default=20, help="sandboxes for the shim memory total")
     ap.add_argument("--density", type=int, default=40, help="most sandboxes the density test starts")
     ap.add_argument("--json", default="target/bench/results.json")
+    ap.add_argument("--cgroup-rounds", type=int, default=None, help="rounds of the cgroup cost measure (default: --rounds)")
     args = ap.parse_args()
     tag = str(os.getpid())
 
@@ -285,6 +312,7 @@ def main():
         net.close()
     memory = shim_memory(args.shims, tag)
     dense = density(args.density, tag)
+    cgroup = cgroup_cost(args.cgroup_rounds or args.rounds, tag)
 
     ms = lambda x: None if x is None else round(x * 1000, 1)
     res = {
@@ -297,6 +325,7 @@ def main():
         "peer_in_a_network_namespace": peer_net_failure or "ran",
         "shim_rss": memory,
         "density": dense,
+        "cgroup_cost": cgroup,
     }
     m = res["ms"]
     ratio = lambda a, b: None if not a or not b else round(a / b, 2)
@@ -336,6 +365,10 @@ def main():
     print(f"networked cold start ours / cold start ours: {fmt(ratio(m['cold_net_ours']['p50'], m['cold_ours']['p50']))}; "
           f"the peer with runsc --network=sandbox in the same namespace: "
           + (f"fails: {peer_net_failure}" if peer_net_failure else "ran"))
+    print(f"cgroup setup on cold start (p50/p95 ms): with the sandbox's cgroup {fmt(cgroup['cgroup']['p50'])}/{fmt(cgroup['cgroup']['p95'])}, "
+          f"plus limits {fmt(cgroup['cgroup_limits']['p50'])}/{fmt(cgroup['cgroup_limits']['p95'])}, "
+          f"[cgroups] enforce = false {fmt(cgroup['no_cgroup']['p50'])}/{fmt(cgroup['no_cgroup']['p95'])}; "
+          f"with / without: {fmt(cgroup['ratio_p50_cgroup_over_no_cgroup'])} (limits: {fmt(cgroup['ratio_p50_limits_over_no_cgroup'])})")
     print(f"machine: {res['machine']}; rounds: {args.rounds}; JSON: {args.json}")
     return 0 if docker_failures == 0 else 1
 

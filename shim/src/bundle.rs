@@ -136,9 +136,12 @@ impl Bundle {
 
     /// Removes what a sandbox's container left on the host, whatever state it is in: its runsc
     /// state (with `runsc delete --force`, or by hand when `ended` allows it), a sandbox runsc
-    /// no longer knows, the rootfs mount, the runsc root once empty, and last the record. Used
-    /// by Delete, a failed Create and the `delete` action after a shim died.
+    /// no longer knows, the rootfs mount, the runsc root once empty, the cgroups the shim made,
+    /// and last the record. Used by Delete, a failed Create and the `delete` action after a
+    /// shim died.
     pub async fn destroy(&self, runsc: &Runsc, id: &str, ended: Ended) {
+        // Read first: after a shim crash the client may remove the bundle while this runs.
+        let cgroups = self.record().map(|r| r.cgroups).unwrap_or_default();
         let fast = ended == Ended::ByItself && !runsc.flags.extra.iter().any(|f| f.contains("overlay")) && self.remove_ended_sandbox(runsc, id);
         let state_gone = fast || match runsc.delete(id).await {
             Ok(()) => true,
@@ -160,8 +163,11 @@ impl Bundle {
                 info!("runsc root {} still holds {left} entries", root.display());
             }
         }
-        if state_gone {
-            // Last: without it the delete action knows that no runsc state is left to remove.
+        // Whatever runsc said (its delete fails on a rootfs the client already removed): what is
+        // still in the sandbox's cgroup is the sandbox's and goes with it.
+        let cgroups_gone = crate::cgroup::remove_recorded(&cgroups).await;
+        if state_gone && cgroups_gone {
+            // Last: without it the delete action knows that nothing is left to remove.
             let _ = std::fs::remove_file(self.path.join(RECORD));
         }
     }

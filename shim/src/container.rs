@@ -71,6 +71,9 @@ pub struct Container {
     /// Execs run behind the container's seccomp program (runsc gives them none).
     exec_seccomp: bool,
     exec_seq: u64,
+    /// The sandbox cgroup's OOM kills when this container started: more at its exit, and a
+    /// SIGKILL, mean the kernel's OOM killer ended it.
+    oom_kills_at_start: u64,
 }
 
 struct Exec {
@@ -180,7 +183,11 @@ impl Container {
             }
             let mark = Reaper::get().mark();
             let pid_file = req.bundle.init_pid_file();
-            runsc.create(&req.id, req.bundle.path(), &pid_file, create_stdio).await?;
+            let created = runsc.create(&req.id, req.bundle.path(), &pid_file, create_stdio).await;
+            created.map_err(|e| match sandbox.cgroup().filter(|_| boots) {
+                Some(cg) => cg.explain(e),
+                None => e,
+            })?;
             let pid = req.bundle.init_pid();
             if !boots {
                 // runsc wrote the sandbox's pid: gone before anything can fail, so no teardown of
@@ -189,12 +196,6 @@ impl Container {
             }
             io.attach_console().await?;
             let pid = pid?;
-            if boots {
-                if let Some(cg) = sandbox.cgroup() {
-                    // Before anything of the workload runs: nothing of it escapes the limits.
-                    cg.adopt_sandbox(pid, &root)?;
-                }
-            }
             let exit = boots.then(|| Reaper::get().watch(pid as i32, mark));
             Ok::<_, Error>((pid, exit, io, start_stdio, exec_seccomp))
         }
@@ -219,6 +220,7 @@ impl Container {
                     poststop_hooks,
                     exec_seccomp,
                     exec_seq: 0,
+                    oom_kills_at_start: 0,
                 })
             }
             Err(e) => {
@@ -252,14 +254,11 @@ impl Container {
     /// Starts the init; returns its host pid and its exit, for the caller to watch.
     pub async fn start(&mut self) -> Result<(u32, oneshot::Receiver<i32>)> {
         self.init.can_start()?;
+        self.oom_kills_at_start = self.sandbox.cgroup().map(|cg| cg.oom_kills()).unwrap_or(0);
         self.runsc.start(&self.id, self.start_stdio.take()).await?;
         let exit = match self.init_exit.take() {
             Some(exit) => exit,
             None => {
-                if let Some(cg) = self.sandbox.cgroup() {
-                    // runsc start spawned this container's gofer.
-                    cg.adopt_new(&self.runsc.flags.root)?;
-                }
                 // Started now, so `runsc wait` finds it running (or exited: it reports that too).
                 let (tx, rx) = oneshot::channel();
                 let (runsc, id) = (self.runsc.clone(), self.id.clone());
@@ -492,11 +491,25 @@ impl Container {
         Ok(host_pids(&listed, self.init.pid, &execs))
     }
 
-    pub async fn stats(&self) -> Result<crate::stats::Stats> {
+    pub fn check_running(&self) -> Result<()> {
         if self.init.status != Status::Running {
             return Err(Error::FailedPrecondition(format!("container {} is not running", self.id)));
         }
+        Ok(())
+    }
+
+    /// What runsc reports of the container's usage, for a sandbox without a cgroup of the shim's.
+    pub async fn stats(&self) -> Result<crate::stats::Stats> {
+        self.check_running()?;
         crate::stats::parse(&self.runsc.stats(&self.id).await?)
+    }
+
+    /// Whether the kernel's OOM killer ended this container's init (exit `code`): it was killed,
+    /// and the sandbox's cgroup counted an OOM kill since the container started. In a pod that
+    /// is every container's end, as the killed process is the pod's one sandbox.
+    pub fn oom_killed(&self, code: i32) -> bool {
+        code == contract::signaled(libc::SIGKILL)
+            && self.sandbox.cgroup().is_some_and(|cg| cg.oom_kills() > self.oom_kills_at_start)
     }
 
     fn name(&self, exec_id: &str) -> String {

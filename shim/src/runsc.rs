@@ -14,9 +14,14 @@ use log::debug;
 use serde::Deserialize;
 
 use crate::{
+    cgroup::CgroupJoin,
     error::{Error, Result, RunscFailure},
     reaper::Reaper,
 };
+
+/// The runsc calls that start sandbox processes: `create` the sandbox and its gofer, `start` a
+/// pod's app container's gofer. They run in the sandbox's cgroup, so what they start is born there.
+const STARTS_SANDBOX_PROCESSES: &[&str] = &["create", "start"];
 
 /// How the sandbox gets its network: gVisor's netstack in the spec's network namespace
 /// (`sandbox`), the host's stack (`host`), or loopback only (`none`).
@@ -118,6 +123,8 @@ pub struct Runsc {
     pub flags: RunscFlags,
     /// Run the calls that set up the sandbox's network where /proc/sys/net is hidden (netns.rs).
     pub isolate_proc_sys_net: bool,
+    /// The sandbox's cgroup, which the calls that start its processes join (cgroup.rs).
+    pub cgroup: Option<CgroupJoin>,
 }
 
 /// One process of a container, as `runsc ps` lists it: pids inside the sandbox.
@@ -129,7 +136,7 @@ pub struct PsEntry {
 
 impl Runsc {
     pub fn new(binary: PathBuf, flags: RunscFlags) -> Self {
-        Runsc { binary, flags, isolate_proc_sys_net: false }
+        Runsc { binary, flags, isolate_proc_sys_net: false, cgroup: None }
     }
 
     pub async fn create(&self, id: &str, bundle: &Path, pid_file: &Path, stdio: ProcessStdio) -> Result<()> {
@@ -269,11 +276,18 @@ impl Runsc {
         if self.isolate_proc_sys_net && crate::netns::SETS_UP_NETWORK.contains(&what) {
             crate::netns::hide_proc_sys_net(&mut cmd);
         }
+        let cgroup = self.cgroup.as_ref().filter(|_| STARTS_SANDBOX_PROCESSES.contains(&what));
+        if let Some(cg) = cgroup {
+            cg.apply(&mut cmd);
+        }
         debug!("runsc {:?}", cmd.get_args().collect::<Vec<_>>());
         let started = std::time::Instant::now();
         let out = run_captured(&mut cmd, stdio).await.map_err(|e| Error::Runsc {
             command: what.into(),
-            message: format!("cannot run {}: {e}", self.binary.display()),
+            message: match cgroup {
+                Some(cg) => format!("cannot run {} in the sandbox's cgroup {}: {e}", self.binary.display(), cg.path()),
+                None => format!("cannot run {}: {e}", self.binary.display()),
+            },
             failure: RunscFailure::Refused,
         });
         debug!("runsc {what} took {:?}", started.elapsed());

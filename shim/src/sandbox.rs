@@ -96,6 +96,7 @@ impl Sandbox {
         let cgroup = SandboxCgroup::plan(spec, role, config, id, &ctx.namespace)?;
         let mut runsc = Runsc::new(binary, flags);
         runsc.isolate_proc_sys_net = network.needs_private_proc_sys_net();
+        runsc.cgroup = cgroup.as_ref().map(SandboxCgroup::join);
         Ok(Sandbox {
             id: id.to_string(),
             pod: *role == Role::PodSandbox,
@@ -222,10 +223,16 @@ impl Sandbox {
     /// Removes what the sandbox has on the host besides its containers: its cgroup, and what
     /// runsc took from its network namespace. After its first container is gone.
     pub async fn release(&self) {
-        if let Some(cg) = &self.cgroup {
-            cg.remove();
-        }
+        self.release_cgroup().await;
         self.network.release().await;
+    }
+
+    /// Removes the cgroups the shim made for the sandbox. Again after its last container is
+    /// gone: a pod cgroup the shim made holds runsc's app container cgroups until then.
+    pub async fn release_cgroup(&self) {
+        if let Some(cg) = &self.cgroup {
+            cg.remove().await;
+        }
     }
 }
 

@@ -64,7 +64,6 @@ impl containerd_shim::asynchronous::Shim for Service {
             Some(r) => {
                 let runsc = Runsc::new(r.binary, RunscFlags::new(r.root, bundle.runsc_log(), Network::None));
                 bundle.destroy(&runsc, &self.id, Ended::Unknown).await;
-                crate::cgroup::remove_recorded(&r.cgroups);
             }
             None => bundle.unmount_rootfs(),
         }

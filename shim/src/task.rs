@@ -146,8 +146,9 @@ impl TaskService {
             let mut c = c.lock().await;
             let Some((pid, exit)) = c.record_exit(&exec_id, code) else { return };
             info!("{id} {exec_id} exited with {}", exit.code);
-            if first && exec_id.is_empty() && sandbox.cgroup().is_some_and(|cg| cg.oom_killed()) {
+            if exec_id.is_empty() && c.oom_killed(exit.code as i32) {
                 // Before the exit, so CRI reports the container OOMKilled.
+                info!("{id} was killed by the kernel's OOM killer (cgroup {})", sandbox.cgroup().map(|cg| cg.path()).unwrap_or_default());
                 events.send(TaskOOM { container_id: id.clone(), ..Default::default() });
             }
             events.send(TaskExit {
@@ -332,6 +333,9 @@ impl TaskService {
             sandbox.release().await;
         }
         if sandbox.is_empty() {
+            if !sandbox.is_first(&req.id) {
+                sandbox.release_cgroup().await;
+            }
             *self.sandbox.lock().unwrap() = None;
         }
         let (exit_status, exited_at) = exit_fields(exit);

@@ -59,6 +59,20 @@ impl Client {
         TasksClient::new(self.channel.clone())
     }
 
+    /// Tasks.Update of a task in ctr's namespace (no ctr has `task update`): `resources` is OCI's
+    /// LinuxResources as JSON, which is how containerd's clients encode it (typeurl of a Go type).
+    pub fn update(&self, id: &str, resources: &serde_json::Value) -> GrpcResult<()> {
+        let req = UpdateTaskRequest {
+            container_id: id.into(),
+            resources: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+                value: resources.to_string().into_bytes(),
+            }),
+            ..Default::default()
+        };
+        self.call(self.tasks().update(namespaced(req))).map(drop)
+    }
+
     fn containers(&self) -> ContainersClient<Channel> {
         ContainersClient::new(self.channel.clone())
     }

@@ -58,6 +58,11 @@ impl Cri {
 
     /// RunPodSandbox with our handler; the pod is stopped and removed when dropped.
     pub fn run_pod(&self, name: &str, annotations: &[(&str, &str)], host_network: bool) -> CriResult<Pod<'_>> {
+        self.run_pod_in(name, annotations, host_network, "")
+    }
+
+    /// RunPodSandbox under the pod cgroup `cgroup_parent` (cgroupfs form), as the kubelet gives it.
+    pub fn run_pod_in(&self, name: &str, annotations: &[(&str, &str)], host_network: bool, cgroup_parent: &str) -> CriResult<Pod<'_>> {
         let uid = crate::unique_id(name);
         let logs = std::env::temp_dir().join(format!("cri-logs-{uid}"));
         std::fs::create_dir_all(&logs).unwrap();
@@ -67,6 +72,7 @@ impl Cri {
             log_directory: logs.to_string_lossy().into_owned(),
             annotations: pairs(annotations),
             linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: cgroup_parent.into(),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: namespaces(host_network),
                     ..Default::default()
@@ -100,6 +106,7 @@ pub struct Spec<'a> {
     pub annotations: &'a [(&'a str, &'a str)],
     /// Host path, container path; read-only.
     pub mounts: &'a [(&'a str, &'a str)],
+    pub resources: Option<LinuxContainerResources>,
 }
 
 pub struct Pod<'a> {
@@ -157,6 +164,7 @@ impl Pod<'_> {
                 .map(|(h, c)| Mount { host_path: h.to_string(), container_path: c.to_string(), readonly: true, ..Default::default() })
                 .collect(),
             linux: Some(LinuxContainerConfig {
+                resources: spec.resources.clone(),
                 security_context: Some(LinuxContainerSecurityContext {
                     namespace_options: namespaces(self.host_network),
                     ..Default::default()

@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod cgroups;
 pub mod client;
 pub mod cri;
 pub mod net;
@@ -191,7 +192,7 @@ impl Drop for Container {
     }
 }
 
-/// What is left of a container on the host: processes, mounts, runsc state.
+/// What is left of a container on the host: processes, mounts, runsc state, cgroups.
 pub fn leftovers(id: &str) -> Vec<String> {
     let mut left: Vec<String> = processes()
         .into_iter()
@@ -209,6 +210,7 @@ pub fn leftovers(id: &str) -> Vec<String> {
             }
         }
     }
+    left.extend(cgroups::named(id).into_iter().map(|d| format!("cgroup: {}", d.display())));
     left
 }
 
@@ -278,4 +280,25 @@ pub fn busybox_tar() -> (std::path::PathBuf, std::path::PathBuf) {
     let t = run_cmd(Command::new("tar").arg("-C").arg(dir.join("rootfs")).arg("-cf").arg(&tar).arg("."), None);
     assert_eq!(t.code, 0, "{}", t.stderr);
     (dir, tar)
+}
+
+/// A runtime config file for one test (`ctr run --runtime-config-path`), removed with it.
+pub struct ConfigFile(pub std::path::PathBuf);
+
+impl ConfigFile {
+    pub fn new(text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{}.toml", unique_id("beta9-config")));
+        std::fs::write(&path, text).unwrap();
+        ConfigFile(path)
+    }
+
+    pub fn flag(&self) -> [String; 2] {
+        ["--runtime-config-path".into(), self.0.display().to_string()]
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -3,27 +3,6 @@
 
 use beta9_e2e::*;
 
-/// A config file for one test, removed with it.
-struct ConfigFile(std::path::PathBuf);
-
-impl ConfigFile {
-    fn new(text: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("{}.toml", unique_id("beta9-config")));
-        std::fs::write(&path, text).unwrap();
-        ConfigFile(path)
-    }
-
-    fn flag(&self) -> [String; 2] {
-        ["--runtime-config-path".into(), self.0.display().to_string()]
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// `ctr run --rm` with the config; returns what the client saw.
 fn run_with(config: &ConfigFile, c: &Container, extra: &[&str], image: &str, args: &[&str]) -> Run {
     let flag = config.flag();

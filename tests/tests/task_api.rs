@@ -1,4 +1,5 @@
-//! The rest of the Task API through ctr: pause/resume and metrics of a real runsc sandbox.
+//! The rest of the Task API through ctr: pause/resume and metrics of a real runsc sandbox (from
+//! its cgroup; limits.rs has the cgroup-specific checks).
 
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ fn pause_freezes_the_sandbox_and_resume_thaws_it() {
 }
 
 #[test]
-fn metrics_are_runscs_real_numbers() {
+fn metrics_are_the_sandboxs_real_numbers() {
     let c = Container::new("metrics");
     c.start(BUSYBOX, &[], &["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 60"]);
     // Start returns once the agent runs; the workload it spawns shows up a moment later.
