@@ -31,7 +31,7 @@ use contract::{
 
 use crate::{
     children::{exec_failure_code, find_in_path, Children, Detach, DEFAULT_PATH},
-    say,
+    nested, say,
     status::Status,
     uplink::{self, Uplink},
 };
@@ -221,6 +221,7 @@ impl Supervisor {
         ensure_dir(Path::new("/run")).map_err(|e| format!("create /run: {e}"))?;
         ensure_dir(Path::new("/var/run")).map_err(|e| format!("create /var/run: {e}"))?;
 
+        let dockerd_version = self.check_nested(&path, &dockerd)?;
         let mut args = vec![dockerd.to_string_lossy().into_owned()];
         let iptables = if self.opts.args.iter().any(|a| a.starts_with("--iptables")) {
             "as given in the dockerd arguments".to_string()
@@ -250,10 +251,54 @@ impl Supervisor {
                 Err(why) => format!("sandbox: nested containers reach no other host: {why}"),
             },
         };
+        let network = match dockerd_version.filter(|v| nested::dockerd_bridge_fails(*v)) {
+            Some(v) if self.opts.network != Network::Host && !nested::bridge_chosen(&self.opts.args) => {
+                args.push("--bridge=none".into());
+                format!(
+                    "{network}; but dockerd {}.{} cannot attach containers to bridge networks in this gVisor (`failed to \
+                     subscribe to link updates: permission denied`), so --bridge=none: nested containers use --network host or none",
+                    v.0, v.1
+                )
+            }
+            _ => network,
+        };
         self.note(&format!("network {network}"));
         self.status.update(|s| s.network = network);
         args.extend(self.opts.args.iter().cloned());
         Ok(args)
+    }
+
+    /// Fails when the image's runc would refuse every nested container (nested.rs), unless a
+    /// runtime was chosen in dockerd's arguments or daemon.json; returns dockerd's version. Both
+    /// programs answer `--version` at once, side by side.
+    fn check_nested(&self, path: &str, dockerd: &Path) -> Result<Option<(u32, u32, u32)>, String> {
+        let daemon_json = std::fs::read_to_string("/etc/docker/daemon.json").ok();
+        let runc = find_in_path("runc", path).filter(|_| !nested::runtime_chosen(&self.opts.args, daemon_json.as_deref()));
+        let version_of = |bin: &Path| {
+            let (_, out) = self.run_helper(&[bin.to_string_lossy().into_owned(), "--version".into()]).ok()?;
+            nested::parse_version(&out)
+        };
+        let (runc_version, dockerd_version) = std::thread::scope(|s| {
+            let r = runc.as_deref().map(|runc| s.spawn(move || version_of(runc)));
+            let d = version_of(dockerd);
+            (r.and_then(|r| r.join().ok().flatten()), d)
+        });
+        if let (Some(runc), Some(v)) = (&runc, runc_version) {
+            if nested::runc_refuses_gvisor_proc(v) {
+                return Err(format!(
+                    "{} is runc {}.{}.{}, which refuses gVisor's /proc (runc 1.2 and later require its root inode to be 1, \
+                     and this gVisor's is not), so every nested container would fail (`unsafe procfs detected`); \
+                     use an image whose runc is older than 1.2 (Debian trixie's docker.io comes with runc 1.1.15), \
+                     or choose dockerd's runtime yourself with --default-runtime in io.beta9.sandbox.docker.args",
+                    runc.display(),
+                    v.0,
+                    v.1,
+                    v.2
+                ));
+            }
+            self.note(&format!("nested containers run on runc {}.{}.{} ({})", v.0, v.1, v.2, runc.display()));
+        }
+        Ok(dockerd_version)
     }
 
     /// cgroup v1 hierarchies, unless the sandbox already has cgroups mounted.

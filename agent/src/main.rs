@@ -13,6 +13,7 @@
 mod children;
 mod docker;
 mod init;
+mod nested;
 mod netlink;
 mod status;
 mod uplink;
