@@ -80,57 +80,47 @@ W
 # README's snippet), the local pause image, the pods' CNI network, and no negative OOM score (root
 # here lacks CAP_SYS_RESOURCE: CRI's -998 for the pause would fail every pod).
 config() {
-    local root=$BETA9_DEV_ROOT/containerd state=$BETA9_DEV/state
+    local root=$BETA9_DEV_ROOT/containerd state=$BETA9_DEV/state runtime bin_dirs
     # Each version keeps a root of its own: 2.x migrates what it finds, and 1.6 could not read it back.
     [ "$BETA9_CONTAINERD" = 1.6 ] || { root=$root-$BETA9_CONTAINERD; state=$state-$BETA9_CONTAINERD; }
-    if [ "$BETA9_CONTAINERD" = 2.1 ]; then
-        cat <<TOML
-version = 3
+    [ "$BETA9_CONTAINERD" = 2.1 ] && echo 'version = 3' || echo 'version = 2'
+    cat <<TOML
 root = "$root"
 state = "$state"
 [grpc]
   address = "$CONTAINERD_ADDRESS"
 [ttrpc]
   address = "$CONTAINERD_ADDRESS.ttrpc"
-# 2.x split CRI into an images plugin, a runtime plugin and the gRPC server.
+TOML
+    if [ "$BETA9_CONTAINERD" = 2.1 ]; then
+        # 2.x split CRI into the server, an images plugin and a runtime plugin.
+        runtime='plugins."io.containerd.cri.v1.runtime"' bin_dirs='bin_dirs = ["/usr/lib/cni"]'
+        cat <<TOML
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_port = "0"
 [plugins."io.containerd.cri.v1.images".pinned_images]
   sandbox = "docker.io/beta9/pause:latest"
-[plugins."io.containerd.cri.v1.runtime"]
+[$runtime]
   restrict_oom_score_adj = true
-  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.beta9]
-    runtime_type = "io.beta9.sandbox"
-    pod_annotations = ["io.beta9.sandbox.*"]
-    container_annotations = ["io.beta9.sandbox.*"]
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = ["/usr/lib/cni"]
-    conf_dir = "$BETA9_DEV/cni/conf"
 TOML
-        return
-    fi
-    cat <<TOML
-version = 2
-root = "$root"
-state = "$state"
-[grpc]
-  address = "$CONTAINERD_ADDRESS"
-[ttrpc]
-  address = "$CONTAINERD_ADDRESS.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
+    else
+        runtime='plugins."io.containerd.grpc.v1.cri"' bin_dirs='bin_dir = "/usr/lib/cni"'
+        cat <<TOML
+[$runtime]
+  stream_server_port = "0"
   sandbox_image = "docker.io/beta9/pause:latest"
   restrict_oom_score_adj = true
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+TOML
+    fi
+    cat <<TOML
+  [$runtime.containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.beta9]
+  [$runtime.containerd.runtimes.beta9]
     runtime_type = "io.beta9.sandbox"
     pod_annotations = ["io.beta9.sandbox.*"]
     container_annotations = ["io.beta9.sandbox.*"]
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+  [$runtime.cni]
+    $bin_dirs
     conf_dir = "$BETA9_DEV/cni/conf"
 TOML
 }
