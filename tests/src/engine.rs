@@ -115,12 +115,23 @@ impl Drop for Engine {
         }
         let _ = self.child.wait();
         // Its images and namespaces in containerd go too (content is collected once unreferenced).
+        let mut left_ns = Vec::new();
         for ns in [self.namespace.clone(), format!("{}-plugins", self.namespace)] {
             let images = run_cmd(ctr().args(["-n", &ns, "images", "ls", "-q"]), None).stdout;
             for image in images.lines() {
                 let _ = run_cmd(ctr().args(["-n", &ns, "images", "rm", "--sync", image]), None);
             }
-            eventually(Duration::from_secs(10), || run_cmd(ctr().args(["namespaces", "rm", &ns]), None).code == 0);
+            // Snapshots a removed container or image left go too, children before their parents.
+            let removed = eventually(Duration::from_secs(10), || {
+                let snapshots = run_cmd(ctr().args(["-n", &ns, "snapshots", "ls"]), None).stdout;
+                for key in snapshots.lines().skip(1).filter_map(|l| l.split_whitespace().next()) {
+                    let _ = run_cmd(ctr().args(["-n", &ns, "snapshots", "rm", key]), None);
+                }
+                run_cmd(ctr().args(["namespaces", "rm", &ns]), None).code == 0
+            });
+            if !removed {
+                left_ns.push(ns);
+            }
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let dir = self.dir.display().to_string();
@@ -131,6 +142,7 @@ impl Drop for Engine {
         if !std::thread::panicking() {
             assert!(stopped, "dockerd did not stop on SIGTERM within 30 s");
             assert!(left.is_empty(), "dockerd left mounts behind:\n{}", left.join("\n"));
+            assert!(left_ns.is_empty(), "containerd namespaces left behind: {left_ns:?}");
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
             crate::assert_no_leftovers(&ids);
         }
