@@ -1,11 +1,13 @@
-//! What the image's Docker can run on this gVisor, decided from versions before dockerd starts.
+//! What the image's Docker can run on this gVisor, decided from versions: runc's before dockerd
+//! starts, dockerd's from its API once it answers.
 //!
 //! - runc 1.2 and later verify procfs before they use it (filepath-securejoin's procfs checks:
 //!   the filesystem type, and a root inode of 1) and refuse gVisor's /proc, whose root inode is
 //!   not 1 in this release: every nested container fails at create with `unsafe procfs
 //!   detected: incorrect procfs root inode number 86`. No flag or variable turns the check off.
 //! - dockerd 28 and later fail to attach a container to any bridge network here (`failed to
-//!   subscribe to link updates: permission denied`); host and none networks work.
+//!   subscribe to link updates: permission denied`); host and none networks work. Whether
+//!   runsc's --allow-packet-socket-write (which this runsc lacks) is all it needs is unknown here.
 
 /// A `major.minor.patch` version as programs print it (`runc version 1.3.6+ds1`,
 /// `Docker version 28.5.2+dfsg4, build ...`): the first word that starts with a digit.
