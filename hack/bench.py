@@ -148,8 +148,47 @@ class Floor:
         subprocess.run(["rm", "-rf", self.dir])
 
 
-def cold_start(rt, cid):
-    p = ctr("run", "--rm", *rt, BUSYBOX, cid, "echo", "hi")
+class BenchNetns:
+    """A network namespace with a veth to a second one, as a pod's would be; removed on close.
+    Also a peer wrapper that gives runsc the namespace (`--network=sandbox`)."""
+
+    def __init__(self, tag):
+        self.name, self.other = f"bench-{tag}", f"bench-{tag}-peer"
+        for ns in (self.name, self.other):
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "link", "add", "bnch0", "netns", self.name, "type", "veth", "peer", "name", "bnch1", "netns", self.other], check=True)
+        for ns, dev, addr in ((self.name, "bnch0", "10.99.250.1/24"), (self.other, "bnch1", "10.99.250.2/24")):
+            subprocess.run(["ip", "-n", ns, "addr", "add", addr, "dev", dev], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
+        self.dir = tempfile.mkdtemp(prefix="beta9-bench-net-")
+        self.peer_wrapper = os.path.join(self.dir, "runsc-as-runc-netns")
+        with open(self.peer_wrapper, "w") as f:
+            f.write("#!/bin/sh\nexec runsc --network=sandbox --ignore-cgroups --platform=systrap \"$@\"\n")
+        os.chmod(self.peer_wrapper, 0o755)
+
+    def flags(self):
+        return ["--with-ns", f"network:/var/run/netns/{self.name}"]
+
+    def close(self):
+        for ns in (self.name, self.other):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["rm", "-rf", self.dir])
+
+
+def peer_in_netns(net, cid):
+    """The peer with runsc on the namespace's network: None if it ran, else runsc's words."""
+    rt = ["--runtime", "io.containerd.runc.v2", "--runc-binary", net.peer_wrapper]
+    p = ctr("run", "--rm", *rt, *net.flags(), BUSYBOX, cid, "echo", "hi", check=False, timeout=60)
+    remove(cid)
+    if p.returncode == 0 and p.stdout.strip() == "hi":
+        return None
+    words = (p.stderr.strip() or p.stdout.strip()).splitlines()
+    return words[-1] if words else f"exit status {p.returncode}"
+
+
+def cold_start(rt, cid, extra=()):
+    p = ctr("run", "--rm", *rt, *extra, BUSYBOX, cid, "echo", "hi")
     if p.stdout.strip() != "hi":
         raise RuntimeError(f"cold start {cid}: {p.stdout!r} {p.stderr!r}")
 
@@ -221,11 +260,13 @@ def main():
     tag = str(os.getpid())
 
     floor = Floor()
-    samples = {k: [] for k in ("cold_ours", "cold_peer", "cold_floor", "exec_ours", "exec_peer",
+    net = BenchNetns(tag)
+    samples = {k: [] for k in ("cold_ours", "cold_peer", "cold_floor", "cold_net_ours", "exec_ours", "exec_peer",
                                "exit_ours", "exit_peer", "docker_ready")}
     docker_failures = 0
     running = {"ours": f"bench-{tag}-exec-ours", "peer": f"bench-{tag}-exec-peer"}
     try:
+        peer_net_failure = peer_in_netns(net, f"bench-{tag}-n-peer")
         ctr("run", "-d", *OURS, BUSYBOX, running["ours"], "sleep", "3600")
         ctr("run", "-d", *PEER, BUSYBOX, running["peer"], "sleep", "3600")
         for r in range(args.rounds):
@@ -233,6 +274,7 @@ def main():
             samples["cold_ours"].append(timed(lambda: cold_start(OURS, f"bench-{tag}-c-ours-{r}"))[0])
             samples["cold_peer"].append(timed(lambda: cold_start(PEER, f"bench-{tag}-c-peer-{r}"))[0])
             samples["cold_floor"].append(timed(floor.run)[0])
+            samples["cold_net_ours"].append(timed(lambda: cold_start(OURS, f"bench-{tag}-n-ours-{r}", net.flags()))[0])
             for name in ("ours", "peer"):
                 t, p = timed(lambda: ctr("task", "exec", "--exec-id", f"e{r}", running[name], "true"))
                 samples[f"exec_{name}"].append(t)
@@ -246,6 +288,7 @@ def main():
         for cid in running.values():
             remove(cid)
         floor.close()
+        net.close()
     memory = shim_memory(args.shims, tag)
     dense = density(args.density, tag)
 
@@ -258,6 +301,7 @@ def main():
         "rounds": args.rounds,
         "ms": {k: {"p50": ms(pctl(v, 0.5)), "p95": ms(pctl(v, 0.95))} for k, v in samples.items()},
         "docker_failures_right_after_ready": docker_failures,
+        "peer_in_a_network_namespace": peer_net_failure or "ran",
         "shim_rss": memory,
         "density": dense,
     }
@@ -277,6 +321,8 @@ def main():
     rows = [
         ("cold start `ctr run --rm` echo, p50", m["cold_ours"]["p50"], m["cold_peer"]["p50"], m["cold_floor"]["p50"], "ms", r["cold_p50_ours_over_peer"]),
         ("cold start, p95", m["cold_ours"]["p95"], m["cold_peer"]["p95"], m["cold_floor"]["p95"], "ms", ratio(m["cold_ours"]["p95"], m["cold_peer"]["p95"])),
+        ("networked cold start `ctr run --rm --with-ns network:...`, p50", m["cold_net_ours"]["p50"], None, None, "ms", None),
+        ("networked cold start, p95", m["cold_net_ours"]["p95"], None, None, "ms", None),
         ("exec `true` into a running sandbox, p50", m["exec_ours"]["p50"], m["exec_peer"]["p50"], None, "ms", r["exec_p50_ours_over_peer"]),
         ("exit detection after os._exit, p50", m["exit_ours"]["p50"], m["exit_peer"]["p50"], None, "ms", r["exit_p50_ours_over_peer"]),
         ("shim RSS, one sandbox", memory["ours"]["one_kb"], memory["peer"]["one_kb"], None, "KiB", r["shim_rss_ours_over_peer"]),
@@ -294,6 +340,9 @@ def main():
           f"density: {dense['running']} of {dense['started']} started sandboxes RUNNING (limit {dense['limit']}), "
           f"{dense['host_kb_per_sandbox']} KiB host memory each"
           + (f"; stopped by: {dense['failure']}" if dense["failure"] else ""))
+    print(f"networked cold start ours / cold start ours: {fmt(ratio(m['cold_net_ours']['p50'], m['cold_ours']['p50']))}; "
+          f"the peer with runsc --network=sandbox in the same namespace: "
+          + (f"fails: {peer_net_failure}" if peer_net_failure else "ran"))
     print(f"machine: {res['machine']}; rounds: {args.rounds}; JSON: {args.json}")
     return 0 if docker_failures == 0 else 1
 

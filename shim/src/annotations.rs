@@ -19,8 +19,8 @@ pub const KNOWN: [&str; 6] = [AGENT, KEEPALIVE, DOCKER, DOCKER_WAIT, DOCKER_ARGS
 /// What a container asked for through annotations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SandboxAnnotations {
-    /// Inject the agent as PID 1 (default true).
-    pub agent: bool,
+    /// Inject the agent as PID 1; by default where it is needed (see `agent_for`).
+    pub agent: Option<bool>,
     /// Keep the sandbox up after its command ends (default false; true with Docker).
     pub keepalive: bool,
     /// Run a supervised dockerd in the sandbox (default off).
@@ -42,11 +42,24 @@ pub struct DockerAnnotations {
 
 impl Default for SandboxAnnotations {
     fn default() -> Self {
-        SandboxAnnotations { agent: true, keepalive: false, docker: None, gpu: false, keys: Vec::new() }
+        SandboxAnnotations { agent: None, keepalive: false, docker: None, gpu: false, keys: Vec::new() }
     }
 }
 
 impl SandboxAnnotations {
+    /// Whether the agent runs as PID 1 of a container in `role`. A container of its own gets it
+    /// (it makes PID 1 reap, forward signals and exit like its command); in a pod, where the
+    /// kubelet expects the command itself to be PID 1 as with runc, only Docker and keepalive
+    /// bring it. The annotation decides where it is given.
+    pub fn agent_for(&self, role: &crate::spec::Role) -> bool {
+        use crate::spec::Role;
+        self.agent.unwrap_or(match role {
+            Role::Single => true,
+            Role::PodSandbox => false,
+            Role::PodContainer { .. } => self.docker.is_some() || self.keepalive,
+        })
+    }
+
     /// Parses and validates the annotations.
     pub fn parse(annotations: &HashMap<String, String>) -> Result<Self> {
         let mut keys: Vec<&String> = annotations.keys().filter(|k| k.starts_with(PREFIX)).collect();
@@ -60,7 +73,7 @@ impl SandboxAnnotations {
         let get = |key: &str| annotations.get(key).map(String::as_str);
         let mut a = SandboxAnnotations { keys: keys.iter().map(|k| k.to_string()).collect(), ..Default::default() };
         if let Some(v) = get(AGENT) {
-            a.agent = boolean(AGENT, v)?;
+            a.agent = Some(boolean(AGENT, v)?);
         }
         let docker = get(DOCKER).map(|v| boolean(DOCKER, v)).transpose()?.unwrap_or(false);
         a.gpu = get(GPU).map(|v| boolean(GPU, v)).transpose()?.unwrap_or(false);
@@ -74,7 +87,7 @@ impl SandboxAnnotations {
         // A Docker sandbox is a place to run docker commands in, not a command of its own.
         a.keepalive = get(KEEPALIVE).map(|v| boolean(KEEPALIVE, v)).transpose()?.unwrap_or(docker);
         for (on, key) in [(docker, DOCKER), (a.keepalive, KEEPALIVE)] {
-            if on && !a.agent {
+            if on && a.agent == Some(false) {
                 return Err(Error::InvalidArgument(format!("{key}=true needs the agent, but {AGENT}=false turns it off")));
             }
         }
@@ -134,9 +147,9 @@ mod tests {
     #[test]
     fn values_are_parsed_and_the_keys_kept() {
         let a = parse(&[(KEEPALIVE, "true"), (GPU, "true")]).unwrap();
-        assert!(a.agent && a.keepalive && a.gpu);
+        assert!(a.keepalive && a.gpu);
         assert_eq!(a.keys, [GPU, KEEPALIVE]);
-        assert!(!parse(&[(AGENT, "false")]).unwrap().agent);
+        assert_eq!(parse(&[(AGENT, "false")]).unwrap().agent, Some(false));
     }
 
     #[test]
@@ -151,6 +164,19 @@ mod tests {
     fn unknown_keys_are_refused_with_the_known_ones_listed() {
         let e = parse(&[("io.beta9.sandbox.keeplive", "true")]).unwrap_err().to_string();
         assert!(e.contains("io.beta9.sandbox.keeplive") && e.contains(KEEPALIVE) && e.contains(AGENT), "{e}");
+    }
+
+    #[test]
+    fn the_agent_goes_where_it_is_needed_unless_asked() {
+        use crate::spec::Role;
+        let app = Role::PodContainer { sandbox_id: "p".into() };
+        let plain = parse(&[]).unwrap();
+        assert!(plain.agent_for(&Role::Single), "a container of its own");
+        assert!(!plain.agent_for(&Role::PodSandbox) && !plain.agent_for(&app), "pods run their command as PID 1");
+        assert!(parse(&[(DOCKER, "true")]).unwrap().agent_for(&app));
+        assert!(parse(&[(KEEPALIVE, "true")]).unwrap().agent_for(&app));
+        assert!(parse(&[(AGENT, "true")]).unwrap().agent_for(&app), "asked for");
+        assert!(!parse(&[(AGENT, "false")]).unwrap().agent_for(&Role::Single));
     }
 
     #[test]

@@ -11,6 +11,8 @@ use crate::{
 };
 
 const ROOTFS: &str = "rootfs";
+/// Upper and work directories of the overlay that makes a read-only rootfs take mount points.
+const ROOTFS_RW: &str = "rootfs.rw";
 const INIT_PID: &str = "init.pid";
 const RUNSC_LOG: &str = "runsc.log.json";
 /// How runsc was called, written before it runs and removed last, so that the `delete` action
@@ -84,21 +86,39 @@ impl Bundle {
 
     /// Mounts the request's rootfs on a thread of its own: for an overlay with many layers the
     /// crate unshares the calling thread's cwd and chdirs it, which must not stick to a runtime
-    /// thread, and a mount may take long enough to stall every other request.
-    pub async fn mount_rootfs(&self, mounts: &[Mount]) -> Result<()> {
-        if mounts.is_empty() {
-            return Ok(());
-        }
+    /// thread, and a mount may take long enough to stall every other request. Returns whether
+    /// the rootfs is read-only (a read-only snapshot view): then a writable overlay is stacked
+    /// on it, whose upper layer only ever holds the mount points runsc's gofer creates for the
+    /// spec's bind mounts (the agent's among them); the container's own writes must go to runsc's
+    /// memory overlay (`spec::overlay_medium`).
+    pub async fn mount_rootfs(&self, mounts: &[Mount]) -> Result<bool> {
+        self.mount_with(mounts, |mounts, target| {
+            mounts.iter().try_for_each(|m| {
+                containerd_shim::mount::mount_rootfs(Some(m.kind.as_str()), Some(m.source.as_str()), &m.options, target)
+                    .map_err(|e| Error::Other(format!("mount rootfs ({} {}): {e}", m.kind, m.source)))
+            })
+        })
+        .await
+    }
+
+    async fn mount_with(&self, mounts: &[Mount], mount: fn(&[Mount], &Path) -> Result<()>) -> Result<bool> {
         let target = self.rootfs();
+        let upper = self.path.join(ROOTFS_RW);
+        if mounts.is_empty() && !target.exists() {
+            return Ok(false);
+        }
         std::fs::create_dir_all(&target).map_err(Error::io(format!("create {}", target.display())))?;
         let mounts = mounts.to_vec();
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("mount".into())
             .spawn(move || {
-                let r = mounts.iter().try_for_each(|m| {
-                    containerd_shim::mount::mount_rootfs(Some(m.kind.as_str()), Some(m.source.as_str()), &m.options, &target)
-                        .map_err(|e| Error::Other(format!("mount rootfs ({} {}): {e}", m.kind, m.source)))
+                let r = mount(&mounts, &target).and_then(|()| {
+                    let read_only = is_read_only(&target);
+                    if read_only {
+                        stack_writable_overlay(&target, &upper)?;
+                    }
+                    Ok(read_only)
                 });
                 let _ = tx.send(r);
             })
@@ -111,6 +131,7 @@ impl Bundle {
         if let Err(e) = containerd_shim::mount::umount_recursive(rootfs.to_str(), libc::MNT_DETACH) {
             warn!("unmount {}: {e}", rootfs.display());
         }
+        let _ = std::fs::remove_dir_all(self.path.join(ROOTFS_RW));
     }
 
     /// Removes what a sandbox's container left on the host, whatever state it is in: its runsc
@@ -178,6 +199,24 @@ pub enum Ended {
     Unknown,
 }
 
+pub fn is_read_only(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
+/// Mounts an overlay on `target` whose lower layer is what is mounted there now (the path is
+/// resolved before the overlay covers it), with its upper and work directories under `rw`.
+fn stack_writable_overlay(target: &Path, rw: &Path) -> Result<()> {
+    let (upper, work) = (rw.join("upper"), rw.join("work"));
+    for d in [&upper, &work] {
+        std::fs::create_dir_all(d).map_err(Error::io(format!("create {}", d.display())))?;
+    }
+    // overlayfs reads ',' as the end of an option and ':' as a layer separator.
+    let escape = |p: &Path| p.display().to_string().replace('\\', "\\\\").replace(',', "\\,").replace(':', "\\:");
+    let data = format!("lowerdir={},upperdir={},workdir={}", escape(target), escape(&upper), escape(&work));
+    nix::mount::mount(Some("overlay"), target, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
+        .map_err(|e| Error::Other(format!("mount a writable overlay on the read-only rootfs {}: {e}", target.display())))
+}
+
 pub fn read_pid(path: &Path) -> Result<u32> {
     let s = std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
     s.trim().parse().map_err(|e| Error::Other(format!("bad pid in {}: {e}", path.display())))
@@ -217,6 +256,64 @@ mod tests {
         std::fs::write(bundle.rootfs().join(".gvisor.filestore.c"), "").unwrap();
         assert!(bundle.remove_ended_sandbox(&runsc, "c"));
         assert!(!root.exists() && !bundle.rootfs().join(".gvisor.filestore.c").exists());
+    }
+
+    #[tokio::test]
+    async fn a_read_only_rootfs_gets_a_writable_overlay_for_mount_points() {
+        use nix::mount::{mount, umount, MsFlags};
+        let dir = tempfile::tempdir().unwrap();
+        let (image, bundle) = (dir.path().join("image"), Bundle::new(dir.path().join("bundle,x:y")));
+        std::fs::create_dir_all(&image).unwrap();
+        // A read-only view, as the overlayfs snapshotter gives one for a single-layer image (the
+        // tests run as root).
+        mount(Some("tmpfs"), &image, Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+        std::fs::create_dir_all(image.join("etc")).unwrap();
+        std::fs::write(image.join("etc/hostname"), "image\n").unwrap();
+        let view = Mount { kind: "bind".into(), source: image.display().to_string(), options: vec!["ro".into(), "rbind".into()] };
+        let read_only = bundle.mount_rootfs(&[view]).await;
+        let rootfs = bundle.rootfs();
+        let made = std::fs::create_dir(rootfs.join(".beta9"));
+        let seen = std::fs::read_to_string(rootfs.join("etc/hostname"));
+        bundle.unmount_rootfs();
+        let upper_left = dir.path().join("bundle,x:y").join(ROOTFS_RW).exists();
+        umount(&image).unwrap();
+        assert!(read_only.unwrap(), "the view is read-only");
+        made.expect("a mount point can be made on top of it");
+        assert_eq!(seen.unwrap(), "image\n", "the view's files show through");
+        assert!(!image.join(".beta9").exists(), "nothing reaches the image");
+        assert!(!upper_left, "the upper layer goes with the mount");
+
+        let writable = Bundle::new(dir.path().join("plain"));
+        std::fs::create_dir_all(writable.rootfs()).unwrap();
+        assert!(!writable.mount_rootfs(&[]).await.unwrap(), "a writable rootfs is left as it is");
+    }
+
+    #[test]
+    fn a_slow_mount_leaves_the_runtimes_thread_free() {
+        static RELEASE: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>> = std::sync::Mutex::new(None);
+        let (release, wait) = std::sync::mpsc::channel();
+        *RELEASE.lock().unwrap() = Some(wait);
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = Bundle::new(dir.path());
+        let mounts = [Mount { kind: "bind".into(), source: "/nowhere".into(), options: vec![] }];
+        // The shim's runtime has one thread: anything blocking it would stall every request.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let slow = bundle.mount_with(&mounts, |_, _| {
+                let wait = RELEASE.lock().unwrap().take().unwrap();
+                wait.recv().unwrap();
+                Ok(())
+            });
+            tokio::pin!(slow);
+            // Another request is served while the mount blocks its own thread.
+            let other = tokio::task::spawn(async { "answered" });
+            tokio::select! {
+                _ = &mut slow => panic!("the mount cannot be done before it is released"),
+                r = other => assert_eq!(r.unwrap(), "answered"),
+            }
+            release.send(()).unwrap();
+            slow.await.unwrap();
+        });
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::{
     error::{Error, Result, RunscFailure},
     process::{Exit, Process, Status},
     reaper::Reaper,
-    runsc::{ProcessStdio, Runsc},
+    runsc::{ProcessStdio, PsEntry, Runsc},
     sandbox::{Sandbox, State},
     spec::{self, Role},
     stdio::{ProcessIo, StdioPaths},
@@ -88,12 +88,13 @@ impl Container {
         annotations: &SandboxAnnotations,
     ) -> Result<Container> {
         let mut spec = req.spec.clone();
-        if !annotations.agent && spec.process().as_ref().and_then(|p| p.args().as_ref()).is_none_or(|a| a.is_empty()) {
+        let agent = annotations.agent_for(&req.role);
+        if !agent && spec.process().as_ref().and_then(|p| p.args().as_ref()).is_none_or(|a| a.is_empty()) {
             return Err(Error::InvalidArgument("the spec's process has no args".into()));
         }
         spec::check_supported(&spec)?;
         let agent_binary = config.agent.binary.clone().unwrap_or_else(default_agent);
-        if annotations.agent && !agent_binary.is_file() {
+        if agent && !agent_binary.is_file() {
             return Err(Error::NotFound(format!(
                 "the sandbox agent {} does not exist ([agent] binary in the {}; or set {}=false to run without it)",
                 agent_binary.display(),
@@ -114,20 +115,28 @@ impl Container {
         };
 
         let result = async {
-            req.bundle.mount_rootfs(&req.rootfs).await?;
+            let original = spec.clone();
+            let read_only = req.bundle.mount_rootfs(&req.rootfs).await?;
             spec::check_process_binary(&spec, &rootfs)?;
-            runsc.flags.overlay = spec::overlay_medium(&spec, &rootfs);
+            runsc.flags.overlay = spec::overlay_medium(&spec, read_only);
             if docker.is_some() {
                 spec::check_image_has(&spec, &rootfs, "dockerd", crate::annotations::DOCKER)?;
                 spec::add_capabilities(&mut spec, &spec::DOCKER_CAPABILITIES)?;
+                // dockerd mounts, unshares and pivots; the sandbox is the boundary it runs in.
+                spec::drop_seccomp(&mut spec);
             }
-            if annotations.agent {
+            spec::mount_masked_and_readonly_paths(&mut spec, &rootfs)?;
+            let terminal_changed = spec::match_terminal(&mut spec, req.stdio.terminal);
+            if agent {
                 let agent = contract::args::AgentArgs {
                     keepalive: annotations.keepalive,
                     docker: docker.as_ref().map(|d| docker::agent_docker(runsc.flags.network, config, &d.args)),
                     command: Vec::new(),
                 };
                 spec::inject_agent(&mut spec, &agent_binary, &agent)?;
+            }
+            let _ = terminal_changed;
+            if spec != original {
                 spec::save(&spec, req.bundle.path())?;
             }
             let root = runsc.flags.root.clone();
@@ -332,6 +341,7 @@ impl Container {
         if self.sandbox.is_paused() {
             return Err(Error::FailedPrecondition(format!("container {} is paused", self.id)));
         }
+        let spec = spec::exec_process(&spec, stdio.terminal)?;
         self.execs.insert(exec_id.to_string(), Exec { process: Process::new(stdio), spec });
         Ok(())
     }
@@ -453,19 +463,9 @@ impl Container {
     /// inside the sandbox.
     pub async fn pids(&self) -> Result<Vec<ProcessEntry>> {
         let listed = self.runsc.ps(&self.id).await?;
-        let init = listed.iter().find(|p| p.ppid == 0).map(|p| p.pid);
-        Ok(listed
-            .iter()
-            .map(|p| {
-                if Some(p.pid) == init {
-                    return ProcessEntry { pid: self.init.pid, exec_id: None };
-                }
-                match self.execs.iter().find(|(_, e)| e.process.internal_pid == Some(p.pid) && e.process.status == Status::Running) {
-                    Some((id, e)) => ProcessEntry { pid: e.process.pid, exec_id: Some(id.clone()) },
-                    None => ProcessEntry { pid: p.pid, exec_id: None },
-                }
-            })
-            .collect())
+        let execs: Vec<(&String, &Process)> =
+            self.execs.iter().filter(|(_, e)| e.process.status == Status::Running).map(|(id, e)| (id, &e.process)).collect();
+        Ok(host_pids(&listed, self.init.pid, &execs))
     }
 
     pub async fn stats(&self) -> Result<crate::stats::Stats> {
@@ -480,6 +480,30 @@ impl Container {
     }
 }
 
+/// Pids' list from runsc's table (pids inside the sandbox): the init (ppid 0, as every exec's
+/// process is, but claimed by none) under `init_pid`, each running exec under its host pid with
+/// its id, the rest as runsc numbers them. A pid inside the sandbox that equals one of those host
+/// pids is left out: a client looks the task's and its execs' pids up in this list, and would
+/// take that process for them (both are numbered from the same range, so a long-lived sandbox
+/// can meet one).
+fn host_pids(listed: &[PsEntry], init_pid: u32, execs: &[(&String, &Process)]) -> Vec<ProcessEntry> {
+    let exec_of = |pid: u32| execs.iter().find(|(_, p)| p.internal_pid == Some(pid));
+    let init = listed.iter().find(|p| p.ppid == 0 && exec_of(p.pid).is_none()).map(|p| p.pid);
+    let known: Vec<u32> = std::iter::once(init_pid).chain(execs.iter().map(|(_, p)| p.pid)).collect();
+    listed
+        .iter()
+        .filter_map(|p| {
+            if Some(p.pid) == init {
+                return Some(ProcessEntry { pid: init_pid, exec_id: None });
+            }
+            if let Some((id, e)) = exec_of(p.pid) {
+                return Some(ProcessEntry { pid: e.pid, exec_id: Some(id.to_string()) });
+            }
+            (!known.contains(&p.pid)).then_some(ProcessEntry { pid: p.pid, exec_id: None })
+        })
+        .collect()
+}
+
 fn not_found(exec_id: &str) -> Error {
     Error::NotFound(format!("process {exec_id} does not exist"))
 }
@@ -487,4 +511,33 @@ fn not_found(exec_id: &str) -> Error {
 /// The agent ships next to the shim's own executable.
 pub fn default_agent() -> std::path::PathBuf {
     std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("beta9-sandbox-agent"))).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(pid: u32, internal: u32) -> Process {
+        let mut p = Process::new(StdioPaths::default());
+        (p.pid, p.internal_pid, p.status) = (pid, Some(internal), Status::Running);
+        p
+    }
+
+    #[test]
+    fn pids_carry_host_pids_for_the_init_and_execs_and_leave_out_what_would_read_as_them() {
+        let ps = |pid, ppid| PsEntry { pid, ppid };
+        let (e1, e2) = ("e1".to_string(), "e2".to_string());
+        let (x1, x2) = (exec(20757, 5), exec(20784, 6));
+        let execs = [(&e1, &x1), (&e2, &x2)];
+        // runsc lists execs with ppid 0 like the init, and may list one first.
+        let listed = [ps(5, 0), ps(1, 0), ps(2, 1), ps(6, 0), ps(7, 6)];
+        let got = host_pids(&listed, 20706, &execs);
+        let want = [(20757, Some("e1")), (20706, None), (2, None), (20784, Some("e2")), (7, None)];
+        assert_eq!(got, want.map(|(pid, e)| ProcessEntry { pid, exec_id: e.map(str::to_string) }));
+
+        // A process inside whose pid is the init's or an exec's host pid is left out.
+        let listed = [ps(1, 0), ps(20706, 1), ps(20757, 1), ps(5, 0), ps(9, 1)];
+        let pids: Vec<u32> = host_pids(&listed, 20706, &execs).iter().map(|e| e.pid).collect();
+        assert_eq!(pids, [20706, 20757, 9]);
+    }
 }

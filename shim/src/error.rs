@@ -75,3 +75,18 @@ impl From<Error> for ttrpc::Error {
         ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_runsc_no_longer_knows_is_not_found_as_with_runc() {
+        // What runsc says after an operator's `runsc delete --force`.
+        let message = "loading container: file does not exist".to_string();
+        let failure = crate::runsc::classify(&message);
+        let e: ttrpc::Error = Error::Runsc { command: "kill".into(), message, failure }.into();
+        let ttrpc::Error::RpcStatus(status) = e else { panic!("{e:?}") };
+        assert_eq!(status.code(), ttrpc::Code::NOT_FOUND);
+    }
+}

@@ -19,15 +19,15 @@ use std::{
     sync::Mutex,
 };
 
-use futures_util::TryStreamExt;
 use log::{debug, info, warn};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
-use rtnetlink::packet_core::{NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
-use rtnetlink::packet_route::{
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_route::{
     address::{AddressMessage, AddressScope},
     route::{RouteAttribute, RouteMessage},
     RouteNetlinkMessage,
 };
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::{
     config::Config,
@@ -154,66 +154,90 @@ async fn in_netns<T: Send + 'static>(path: PathBuf, f: impl FnOnce() -> io::Resu
     rx.await.map_err(|_| io::Error::other("the netns thread panicked"))?
 }
 
-/// The same thread's netlink, on a runtime of its own (the socket is made in its namespace).
-fn netlink<T>(f: impl AsyncFnOnce(rtnetlink::Handle) -> io::Result<T>) -> io::Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
-    rt.block_on(async {
-        let (connection, handle, _) = rtnetlink::new_connection()?;
-        tokio::spawn(connection);
-        f(handle).await
-    })
+/// One request on a route netlink socket made in the calling thread's namespace; returns the
+/// answers (a dump's parts) and the errors the kernel gave (negative errnos).
+fn netlink(socket: &Socket, seq: u32, message: RouteNetlinkMessage, flags: u16) -> io::Result<(Vec<RouteNetlinkMessage>, Vec<i32>)> {
+    let mut req = NetlinkMessage::from(message);
+    req.header.flags = flags;
+    req.header.sequence_number = seq;
+    req.finalize();
+    let mut buf = vec![0u8; req.buffer_len()];
+    req.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    let (mut answers, mut errors) = (Vec::new(), Vec::new());
+    loop {
+        let (data, _) = socket.recv_from_full()?;
+        let mut at = 0;
+        while at < data.len() {
+            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[at..]).map_err(|e| io::Error::other(e.to_string()))?;
+            at += m.header.length as usize;
+            match m.payload {
+                NetlinkPayload::Done(_) => return Ok((answers, errors)),
+                NetlinkPayload::Error(e) => {
+                    // An acknowledgement (code 0) or a failure ends a request that is no dump.
+                    if let Some(code) = e.code {
+                        errors.push(code.get());
+                    }
+                    return Ok((answers, errors));
+                }
+                NetlinkPayload::InnerMessage(inner) => answers.push(inner),
+                _ => {}
+            }
+            if m.header.length == 0 {
+                break;
+            }
+        }
+    }
 }
 
-fn nl_error(e: rtnetlink::Error) -> io::Error {
-    io::Error::other(e.to_string())
+fn route_socket() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    Ok(socket)
 }
 
 /// The namespace's addresses but loopback's (runsc leaves those), and the main table's routes
 /// through their interfaces.
 fn snapshot() -> io::Result<Snapshot> {
-    netlink(async |handle| {
-        let addresses: Vec<AddressMessage> = handle.address().get().execute().try_collect().await.map_err(nl_error)?;
-        let addresses: Vec<AddressMessage> = addresses.into_iter().filter(|a| a.header.scope != AddressScope::Host).collect();
-        let mut routes = Vec::new();
-        for family in [rtnetlink::IpVersion::V4, rtnetlink::IpVersion::V6] {
-            let query = match family {
-                rtnetlink::IpVersion::V4 => rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
-                rtnetlink::IpVersion::V6 => rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
-            };
-            let all: Vec<RouteMessage> = handle.route().get(query).execute().try_collect().await.map_err(nl_error)?;
-            routes.extend(all.into_iter().filter(|r| {
-                r.header.table == libc::RT_TABLE_MAIN
-                    && r.attributes.iter().any(|a| matches!(a, RouteAttribute::Oif(i) if addresses.iter().any(|x| x.header.index == *i)))
-            }));
-        }
-        Ok(Snapshot { addresses, routes })
-    })
+    let socket = route_socket()?;
+    let dump = NLM_F_REQUEST | NLM_F_DUMP;
+    let (answers, _) = netlink(&socket, 1, RouteNetlinkMessage::GetAddress(AddressMessage::default()), dump)?;
+    let addresses: Vec<AddressMessage> = answers
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) if a.header.scope != AddressScope::Host => Some(a),
+            _ => None,
+        })
+        .collect();
+    let (answers, _) = netlink(&socket, 2, RouteNetlinkMessage::GetRoute(RouteMessage::default()), dump)?;
+    let routes = answers
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r)
+                if r.header.table == libc::RT_TABLE_MAIN
+                    && r.attributes.iter().any(|a| matches!(a, RouteAttribute::Oif(i) if addresses.iter().any(|x| x.header.index == *i))) =>
+            {
+                Some(r)
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(Snapshot { addresses, routes })
 }
 
 /// Adds back what is missing: addresses first (their subnet routes come with them), then routes.
 fn restore(s: Snapshot) -> io::Result<()> {
-    netlink(async |mut handle| {
-        let messages = s
-            .addresses
-            .into_iter()
-            .map(RouteNetlinkMessage::NewAddress)
-            .chain(s.routes.into_iter().map(RouteNetlinkMessage::NewRoute));
-        for m in messages {
-            let mut req = NetlinkMessage::from(m);
-            req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-            let mut answers = handle.request(req).map_err(nl_error)?;
-            while let Some(answer) = futures_util::StreamExt::next(&mut answers).await {
-                if let rtnetlink::packet_core::NetlinkPayload::Error(e) = answer.payload {
-                    let code = e.raw_code().abs();
-                    // Already there, or its interface is gone.
-                    if code != 0 && code != libc::EEXIST && code != libc::ENODEV {
-                        debug!("netns restore: {}", io::Error::from_raw_os_error(code));
-                    }
-                }
-            }
+    let socket = route_socket()?;
+    let messages = s.addresses.into_iter().map(RouteNetlinkMessage::NewAddress).chain(s.routes.into_iter().map(RouteNetlinkMessage::NewRoute));
+    for (seq, m) in messages.enumerate() {
+        let (_, errors) = netlink(&socket, seq as u32 + 1, m, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)?;
+        // Already there, or its interface is gone: nothing to put back.
+        for code in errors.into_iter().map(i32::abs).filter(|c| *c != libc::EEXIST && *c != libc::ENODEV) {
+            debug!("netns restore: {}", io::Error::from_raw_os_error(code));
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 /// Whether this runsc takes every namespace in which rmem_default is visible for the host's:

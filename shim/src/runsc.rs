@@ -67,6 +67,8 @@ impl RunscFlags {
             self.root.clone().into(),
             // Without it runsc waits on cgroups and a sandbox whose init called os._exit hangs.
             "--ignore-cgroups".into(),
+            // The spec's seccomp profile, applied inside the sandbox as runc applies it on the host.
+            "--oci-seccomp".into(),
             format!("--platform={}", self.platform).into(),
             format!("--network={}", self.network.as_str()).into(),
             "--log-format=json".into(),
@@ -253,10 +255,9 @@ impl Runsc {
             message = format!("exit status {code}");
         }
         if message.contains("cannot run with network enabled in root network namespace") {
-            // runsc's words mislead: the namespace is not the root one, runsc's check is wrong.
-            message += " (this runsc mistakes every network namespace for the root one on this kernel, so a \
-                sandbox with its own network namespace cannot start: use the host's network (a pod with \
-                hostNetwork: true, ctr --net-host), or loopback only ([runsc] network = \"none\"))";
+            // runsc's words mislead: the shim hides this from runsc only where it detects the need.
+            message += " (this runsc took the sandbox's network namespace for the host's: see the README's Networking \
+                section on the runsc workaround, or give the sandbox loopback only ([runsc] network = \"none\"))";
         }
         let failure = classify(&message);
         Error::Runsc { command: what.into(), message, failure }
@@ -349,7 +350,7 @@ pub fn classify(message: &str) -> RunscFailure {
     let loading = message.contains("loading container") || message.contains("loading sandbox");
     if loading && message.contains("does not exist") {
         RunscFailure::Gone
-    } else if ["sandbox is not running", "connecting to control server", "in state stopped"].iter().any(|s| message.contains(s)) {
+    } else if ["sandbox is not running", "connecting to control server", "in state stopped", "no such process"].iter().any(|s| message.contains(s)) {
         RunscFailure::NotRunning
     } else {
         RunscFailure::Refused
@@ -435,6 +436,7 @@ mod tests {
     fn always_ignores_cgroups_and_defaults_to_systrap() {
         let s = joined(&flags());
         assert!(s.contains("--ignore-cgroups"));
+        assert!(s.contains("--oci-seccomp"));
         assert!(s.contains("--platform=systrap"));
         assert!(s.contains("--root /run/beta9/abc"));
         assert!(s.contains("--network=none"));
@@ -489,6 +491,8 @@ mod tests {
         let refused = "signaling container \"x\": connecting to control server at PID 7: connection refused";
         assert_eq!(classify(refused), RunscFailure::NotRunning);
         assert_eq!(classify("cannot signal a process inside container \"x\" in state stopped"), RunscFailure::NotRunning);
+        let ended = "signaling process in container \"x\" PID 0: no such process";
+        assert_eq!(classify(ended), RunscFailure::NotRunning, "its init has exited");
         assert_eq!(classify("permission denied"), RunscFailure::Refused);
         assert_eq!(classify("mount source /x does not exist"), RunscFailure::Refused, "not about the container");
     }

@@ -116,16 +116,93 @@ already isolates the workload from the host's kernel"
     Ok(())
 }
 
+/// The process's `terminal` as the request wired its stdio. Clients may set one and not the other
+/// (containerd's Go client takes them from two options); runc's shim then gives the process the
+/// terminal the request asked for. runsc must be told the same as its console socket: a terminal
+/// it does not know as one reaches the process as a plain file, its stdin, stdout and stderr one
+/// open file that gVisor makes non-blocking, so a full terminal fails the process's writes with
+/// EAGAIN (output lost, `seq` exits 255). Returns whether the spec changed.
+pub fn match_terminal(spec: &mut Spec, terminal: bool) -> bool {
+    let Some(process) = spec.process_mut().as_mut() else { return false };
+    if process.terminal().unwrap_or(false) == terminal {
+        return false;
+    }
+    process.set_terminal(Some(terminal));
+    true
+}
+
+/// An exec's process (OCI JSON, as containerd sends it) with `terminal` as its request wired it
+/// (see `match_terminal`); the rest is passed through untouched.
+pub fn exec_process(raw: &[u8], terminal: bool) -> Result<Vec<u8>> {
+    let mut process: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|e| Error::InvalidArgument(format!("the exec's process spec is not valid JSON: {e}")))?;
+    let Some(fields) = process.as_object_mut() else {
+        return Err(Error::InvalidArgument("the exec's process spec is not a JSON object".into()));
+    };
+    fields.insert("terminal".into(), terminal.into());
+    serde_json::to_vec(&process).map_err(|e| Error::Other(format!("the exec's process spec: {e}")))
+}
+
 /// Where runsc keeps the writes to the container's root filesystem (`--overlay2`). By default
 /// in a file inside the rootfs (`root:self`), which a read-only rootfs mount cannot hold: there
 /// the writes go to the sandbox's memory (`root:memory`) and count as its memory. A spec that
 /// asks for a read-only root gets no overlay from runsc at all.
-pub fn overlay_medium(spec: &Spec, rootfs: &Path) -> Option<String> {
+pub fn overlay_medium(spec: &Spec, rootfs_read_only: bool) -> Option<String> {
     if spec.root().as_ref().is_some_and(|r| r.readonly().unwrap_or(false)) {
         return None;
     }
-    let read_only = nix::sys::statvfs::statvfs(rootfs).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
-    read_only.then(|| "root:memory".to_string())
+    rootfs_read_only.then(|| "root:memory".to_string())
+}
+
+/// runsc ignores the spec's maskedPaths and readonlyPaths, so the shim turns those that name
+/// something in the image into mounts, as runc would mask and remount them: a masked directory
+/// gets an empty read-only tmpfs, a masked file /dev/null, a read-only path a read-only bind of
+/// itself. Paths under /proc and /sys are gVisor's own synthetic files, which do not show the
+/// host's (and are not in the image): they are left to gVisor.
+pub fn mount_masked_and_readonly_paths(spec: &mut Spec, rootfs: &Path) -> Result<()> {
+    let Some(linux) = spec.linux_mut().as_mut() else { return Ok(()) };
+    let masked = linux.masked_paths_mut().take().unwrap_or_default();
+    let readonly = linux.readonly_paths_mut().take().unwrap_or_default();
+    let in_image = |p: &str| {
+        let p = Path::new(p);
+        if !p.is_absolute() || p.starts_with("/proc") || p.starts_with("/sys") {
+            return None;
+        }
+        let host = resolve_in_root(rootfs, p)?;
+        let meta = std::fs::symlink_metadata(&host).ok()?;
+        Some((host, meta.is_dir()))
+    };
+    let mount = |destination: &str, typ: &str, source: &Path, options: &[&str]| {
+        MountBuilder::default()
+            .destination(destination)
+            .typ(typ)
+            .source(source)
+            .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+            .build()
+            .map_err(|e| Error::Other(format!("mount for {destination}: {e}")))
+    };
+    let mut added = Vec::new();
+    for p in &masked {
+        match in_image(p) {
+            Some((_, true)) => added.push(mount(p, "tmpfs", Path::new("tmpfs"), &["ro", "nosuid", "nodev", "noexec"])?),
+            Some((_, false)) => added.push(mount(p, "bind", Path::new("/dev/null"), &["rbind", "ro"])?),
+            None => {}
+        }
+    }
+    for p in &readonly {
+        if let Some((host, _)) = in_image(p) {
+            added.push(mount(p, "bind", &host, &["rbind", "ro"])?);
+        }
+    }
+    spec.mounts_mut().get_or_insert_with(Vec::new).extend(added);
+    Ok(())
+}
+
+/// Removes the spec's seccomp profile (runsc applies it inside the sandbox with --oci-seccomp).
+pub fn drop_seccomp(spec: &mut Spec) {
+    if let Some(linux) = spec.linux_mut().as_mut() {
+        linux.set_seccomp(None);
+    }
 }
 
 pub fn save(spec: &Spec, bundle: &Path) -> Result<()> {
@@ -347,22 +424,69 @@ mod tests {
     }
 
     #[test]
+    fn the_request_decides_whether_the_process_has_a_terminal() {
+        let mut spec = SpecBuilder::default().process(ProcessBuilder::default().terminal(false).build().unwrap()).build().unwrap();
+        assert!(!match_terminal(&mut spec, false));
+        assert!(match_terminal(&mut spec, true));
+        assert_eq!(spec.process().as_ref().unwrap().terminal(), Some(true));
+        assert!(match_terminal(&mut spec, false));
+        assert_eq!(spec.process().as_ref().unwrap().terminal(), Some(false));
+
+        let raw = br#"{"terminal":false,"args":["seq"],"cwd":"/","ioPriority":{"class":"IOPRIO_CLASS_IDLE"}}"#;
+        let out: serde_json::Value = serde_json::from_slice(&exec_process(raw, true).unwrap()).unwrap();
+        assert_eq!(out["terminal"], true);
+        assert_eq!(out["ioPriority"]["class"], "IOPRIO_CLASS_IDLE", "fields the shim does not know pass through");
+        let out: serde_json::Value = serde_json::from_slice(&exec_process(br#"{"args":["sh"]}"#, false).unwrap()).unwrap();
+        assert_eq!(out["terminal"], false);
+        assert!(exec_process(b"[1]", true).unwrap_err().to_string().contains("not a JSON object"));
+        assert!(exec_process(b"{", true).unwrap_err().to_string().contains("not valid JSON"));
+    }
+
+    #[test]
     fn overlay_goes_to_memory_only_for_a_read_only_rootfs_mount() {
-        let dir = tempfile::tempdir().unwrap();
         let with_root = |readonly: bool| {
             let mut s = Spec::default();
             s.set_root(Some(oci_spec::runtime::RootBuilder::default().path("rootfs").readonly(readonly).build().unwrap()));
             s
         };
-        assert_eq!(overlay_medium(&with_root(false), dir.path()), None, "a writable rootfs keeps runsc's default");
-        // A read-only mount, as a read-only snapshot view is (the tests run as root).
-        use nix::mount::{mount, umount, MsFlags};
-        mount(Some("tmpfs"), dir.path(), Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>).expect("mount a read-only tmpfs");
-        let medium = overlay_medium(&with_root(false), dir.path());
-        let readonly_root = overlay_medium(&with_root(true), dir.path());
-        umount(dir.path()).unwrap();
-        assert_eq!(medium.as_deref(), Some("root:memory"));
-        assert_eq!(readonly_root, None, "a read-only root gets no overlay from runsc at all");
+        assert_eq!(overlay_medium(&with_root(false), false), None, "a writable rootfs keeps runsc's default");
+        assert_eq!(overlay_medium(&with_root(false), true).as_deref(), Some("root:memory"));
+        assert_eq!(overlay_medium(&with_root(true), true), None, "a read-only root gets no overlay from runsc at all");
+    }
+
+    #[test]
+    fn masked_and_readonly_paths_in_the_image_become_mounts() {
+        use oci_spec::runtime::LinuxBuilder;
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::create_dir_all(r.join("tmp")).unwrap();
+        std::fs::write(r.join("bin/ls"), b"").unwrap();
+        let linux = LinuxBuilder::default()
+            .masked_paths(vec!["/bin/ls".to_string(), "/tmp".to_string(), "/proc/kcore".to_string(), "/nope".to_string()])
+            .readonly_paths(vec!["/tmp".to_string(), "/proc/sys".to_string()])
+            .build()
+            .unwrap();
+        let mut spec = SpecBuilder::default().linux(linux).mounts(vec![]).build().unwrap();
+        mount_masked_and_readonly_paths(&mut spec, r).unwrap();
+        let mounts: Vec<String> = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{} {} {}", m.destination().display(), m.typ().as_deref().unwrap_or(""), m.source().as_ref().unwrap().display()))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                "/bin/ls bind /dev/null".to_string(),
+                "/tmp tmpfs tmpfs".to_string(),
+                format!("/tmp bind {}", r.join("tmp").display()),
+            ],
+            "/proc, /sys and what the image lacks are left alone"
+        );
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.masked_paths().is_none() && linux.readonly_paths().is_none(), "taken out of runsc's sight");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod client;
 pub mod cri;
 pub mod engine;
 pub mod net;

@@ -117,3 +117,30 @@ fn bad_pod_annotation_fails_run_pod_sandbox_naming_it() {
     let err = cri.run_pod("badanno", &[("io.beta9.sandbox.dockr", "true")], true).err().expect("an unknown key is refused");
     assert!(err.message().contains("io.beta9.sandbox.dockr"), "{}", err.message());
 }
+
+#[test]
+fn a_paused_pod_shows_its_containers_paused_and_refuses_exec_until_resumed() {
+    let cri = Cri::connect();
+    let mut pod = cri.run_pod("pausedpod", &[], true).expect("RunPodSandbox");
+    let a = pod.run(&Spec { name: "a", image: BUSYBOX, command: &["sleep", "600"], ..Default::default() });
+    let k8s = |args: &[&str]| {
+        let mut c = ctr();
+        c.args(["-n", "k8s.io"]).args(args);
+        run_cmd(&mut c, None)
+    };
+    let status_of = |id: &str| {
+        let ls = k8s(&["task", "ls"]).stdout;
+        ls.lines().find(|l| l.starts_with(id)).and_then(|l| l.split_whitespace().nth(2)).map(str::to_string)
+    };
+    // runsc pauses the whole sandbox, so pausing the pod's sandbox task pauses every container.
+    let p = k8s(&["task", "pause", &pod.id]);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    assert_eq!(status_of(&pod.id).as_deref(), Some("PAUSED"));
+    assert_eq!(status_of(&a).as_deref(), Some("PAUSED"), "the app container of a paused pod");
+    let e = pod.exec_sync(&a, &["true"], 10).expect_err("exec into a paused pod is refused, never hangs");
+    assert!(e.message().contains("paused"), "{}", e.message());
+    let r = k8s(&["task", "resume", &pod.id]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(status_of(&a).as_deref(), Some("RUNNING"));
+    assert_eq!(pod.exec_sync(&a, &["true"], 10).unwrap().exit_code, 0);
+}
