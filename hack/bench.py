@@ -36,6 +36,12 @@ def ctr(*args, check=True, timeout=120):
     return p
 
 
+def containerd_version():
+    """The server's version as the private containerd reports it (hack/bench.sh --containerd)."""
+    out = ctr("version").stdout
+    return out.split("Server:")[-1].split("Version:")[1].split()[0]
+
+
 def timed(fn):
     t = time.monotonic()
     out = fn()
@@ -318,7 +324,8 @@ def main():
     res = {
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
                     "mem_total_kb": int(open("/proc/meminfo").readline().split()[1]),
-                    "runsc": subprocess.run(["runsc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]},
+                    "runsc": subprocess.run(["runsc", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
+                    "containerd": containerd_version()},
         "rounds": args.rounds,
         "ms": {k: {"p50": ms(pctl(v, 0.5)), "p95": ms(pctl(v, 0.95))} for k, v in samples.items()},
         "docker_failures_right_after_ready": docker_failures,

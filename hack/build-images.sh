@@ -3,32 +3,44 @@
 # containerd. Cached: an image already imported is not built again.
 #   beta9/busybox:latest  busybox-static with its applets
 #   beta9/debian:latest   debootstrap minbase + python3 + docker.io, iptables (the Docker image)
+#   beta9/debian-trixie:latest, beta9/debian-sid:latest   the same from trixie (Docker 26) and
+#                         sid (Docker 28, crun)
 #   beta9/pause:latest    the pod sandbox image CRI runs first (busybox sleeping)
 #   $BETA9_CACHE/busybox-rootfs.tar  a busybox rootfs to `docker import` inside a Docker sandbox
 # Each image goes to ctr's namespace `default` and to CRI's `k8s.io`.
-# Usage: hack/build-images.sh [busybox] [debian] [pause]
+# Usage: hack/build-images.sh [busybox] [debian] [debian-trixie] [debian-sid] [pause]
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-imported() { ctr_ images ls -q | grep -qx "$1" && ctr_ -n k8s.io images ls -q | grep -qx "$1"; }
+archive() { echo "$BETA9_CACHE/images/${1//\//_}.tar"; }
+# An image is done when its archive is in the cache and both namespaces have it.
+done_() {
+    [ -s "$(archive "$1")" ] || return 1
+    ctr_ images ls -q | grep -qx "docker.io/$1:latest" && ctr_ -n k8s.io images ls -q | grep -qx "docker.io/$1:latest"
+}
 
-# Turns a root filesystem directory into an OCI archive and imports it as $name.
+# Turns a root filesystem directory into an OCI archive and imports it as $name. The archive is
+# kept in the cache, so another containerd root (hack/containerd.sh keeps one per version) only
+# imports it.
 import_rootfs() {
-    local name=$1 rootfs=$2 work arg cmd=()
+    local name=$1 rootfs=$2 work arg cmd=() tar; tar=$(archive "$1")
     shift 2
     for arg in "$@"; do cmd+=(--config.cmd "$arg"); done
-    work=$(mktemp -d "$BETA9_CACHE/oci.XXXXXX")
-    umoci init --layout "$work/layout"
-    umoci new --image "$work/layout:latest"
-    umoci unpack --rootless --image "$work/layout:latest" "$work/bundle" >/dev/null
-    cp -a "$rootfs/." "$work/bundle/rootfs/"
-    umoci repack --image "$work/layout:latest" "$work/bundle"
-    umoci config --image "$work/layout:latest" "${cmd[@]}" \
-        --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-    tar -C "$work/layout" -cf "$work/image.tar" .
-    ctr_ images import --base-name "docker.io/$name" "$work/image.tar" >/dev/null
-    ctr_ -n k8s.io images import --base-name "docker.io/$name" "$work/image.tar" >/dev/null
-    rm -rf "$work"
+    if [ ! -s "$tar" ]; then
+        mkdir -p "$BETA9_CACHE/images"
+        work=$(mktemp -d "$BETA9_CACHE/oci.XXXXXX")
+        umoci init --layout "$work/layout"
+        umoci new --image "$work/layout:latest"
+        umoci unpack --rootless --image "$work/layout:latest" "$work/bundle" >/dev/null
+        cp -a "$rootfs/." "$work/bundle/rootfs/"
+        umoci repack --image "$work/layout:latest" "$work/bundle"
+        umoci config --image "$work/layout:latest" "${cmd[@]}" \
+            --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+        tar -C "$work/layout" -cf "$tar.new" . && mv "$tar.new" "$tar"
+        rm -rf "$work"
+    fi
+    ctr_ images import --base-name "docker.io/$name" "$tar" >/dev/null
+    ctr_ -n k8s.io images import --base-name "docker.io/$name" "$tar" >/dev/null
     echo "build-images: imported docker.io/$name:latest"
 }
 
@@ -50,7 +62,7 @@ busybox() {
         tar -C "$t" -cf "$BETA9_CACHE/busybox-rootfs.tar.new" . && mv "$BETA9_CACHE/busybox-rootfs.tar.new" "$BETA9_CACHE/busybox-rootfs.tar"
         rm -rf "$t"
     fi
-    imported docker.io/beta9/busybox:latest && return 0
+    done_ beta9/busybox && return 0
     local r; r=$(mktemp -d "$BETA9_CACHE/busybox.XXXXXX")
     busybox_rootfs "$r"
     import_rootfs beta9/busybox "$r" /bin/sh
@@ -58,27 +70,37 @@ busybox() {
 }
 
 pause() {
-    imported docker.io/beta9/pause:latest && return 0
+    done_ beta9/pause && return 0
     local r; r=$(mktemp -d "$BETA9_CACHE/pause.XXXXXX")
     busybox_rootfs "$r"
     import_rootfs beta9/pause "$r" /bin/sleep 2147483647
     rm -rf "$r"
 }
 
-debian() {
-    imported docker.io/beta9/debian:latest && return 0
-    local r=$BETA9_CACHE/debian-rootfs
+# A Docker image from a Debian suite: debootstrap minbase into the cache (once), then imported.
+#   docker_image SUITE IMAGE PACKAGES
+docker_image() {
+    local suite=$1 name=$2 pkgs=$3 r=$BETA9_CACHE/$1-rootfs log=$BETA9_CACHE/debootstrap-$1.log
+    done_ "$name" && return 0
+    [ "$suite" = bookworm ] && r=$BETA9_CACHE/debian-rootfs
     if [ ! -e "$r/.complete" ]; then
-        rm -rf "$r"
-        debootstrap --variant=minbase --include=python3-minimal,docker.io,iptables,ca-certificates \
-            bookworm "$r" >"$BETA9_CACHE/debootstrap.log" 2>&1 \
-            || { tail -n 20 "$BETA9_CACHE/debootstrap.log" >&2; exit 1; }
+        rm -rf "$r" "$(archive "$name")"
+        debootstrap --variant=minbase --include="$pkgs" "$suite" "$r" >"$log" 2>&1 \
+            || { tail -n 20 "$log" >&2; exit 1; }
         rm -rf "$r/var/cache/apt/archives/"*.deb "$r/var/lib/apt/lists/"*
         touch "$r/.complete"
     fi
-    import_rootfs beta9/debian "$r" /bin/bash
+    import_rootfs "$name" "$r" /bin/bash
 }
+
+# bookworm: docker.io 20.10 with runc 1.1.5.
+debian() { docker_image bookworm beta9/debian python3-minimal,docker.io,iptables,ca-certificates; }
+# trixie: docker.io 26.1.5 (the CLI is its own package there) with runc 1.1.15.
+debian_trixie() { docker_image trixie beta9/debian-trixie python3-minimal,docker.io,docker-cli,iptables,ca-certificates; }
+# sid: docker.io 28.5.2 with runc 1.3, which refuses gVisor's /proc; crun, which the agent then
+# gives dockerd (README: "Docker inside the sandbox").
+debian_sid() { docker_image sid beta9/debian-sid python3-minimal,docker.io,docker-cli,iptables,ca-certificates,crun; }
 
 mkdir -p "$BETA9_CACHE"
 [ $# -gt 0 ] || set -- busybox
-for image in "$@"; do "$image"; done
+for image in "$@"; do "${image//-/_}"; done

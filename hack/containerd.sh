@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A private containerd whose PATH holds the freshly built shim: its own root, state and socket,
-# so it never touches a system containerd.  Usage: hack/containerd.sh start|stop|status
+# so it never touches a system containerd.  Usage: hack/containerd.sh start|stop|restart|status
+# BETA9_CONTAINERD=1.6|1.7|2.1 picks the version (hack/env.sh); start switches a running one.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
@@ -75,36 +76,70 @@ W
     chmod +x "$BETA9_DEV/bin/runsc-as-runc"
 }
 
-start() {
-    install_bins
-    mkdir -p "$BETA9_DEV" "$BETA9_DEV_ROOT"
-    network_up
-    if running; then return 0; fi
-    cat >"$BETA9_DEV/config.toml" <<TOML
-version = 2
-root = "$BETA9_DEV_ROOT/containerd"
-state = "$BETA9_DEV/state"
+# containerd's config in the version's own schema. CRI: a "beta9" runtime handler (the
+# README's snippet), the local pause image, the pods' CNI network, and no negative OOM score (root
+# here lacks CAP_SYS_RESOURCE: CRI's -998 for the pause would fail every pod).
+config() {
+    local root=$BETA9_DEV_ROOT/containerd state=$BETA9_DEV/state runtime bin_dirs
+    # Each version keeps a root of its own: 2.x migrates what it finds, and 1.6 could not read it back.
+    [ "$BETA9_CONTAINERD" = 1.6 ] || { root=$root-$BETA9_CONTAINERD; state=$state-$BETA9_CONTAINERD; }
+    [ "$BETA9_CONTAINERD" = 2.1 ] && echo 'version = 3' || echo 'version = 2'
+    cat <<TOML
+root = "$root"
+state = "$state"
 [grpc]
   address = "$CONTAINERD_ADDRESS"
 [ttrpc]
   address = "$CONTAINERD_ADDRESS.ttrpc"
-# Kubernetes' door: CRI with a "beta9" runtime handler (the README's snippet, plus test paths).
+TOML
+    if [ "$BETA9_CONTAINERD" = 2.1 ]; then
+        # 2.x split CRI into the server, an images plugin and a runtime plugin.
+        runtime='plugins."io.containerd.cri.v1.runtime"' bin_dirs='bin_dirs = ["/usr/lib/cni"]'
+        cat <<TOML
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "docker.io/beta9/pause:latest"
-  # Root here lacks CAP_SYS_RESOURCE: CRI's -998 for the pause would fail every pod.
-  restrict_oom_score_adj = true
   stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "docker.io/beta9/pause:latest"
+[$runtime]
+  restrict_oom_score_adj = true
+TOML
+    else
+        runtime='plugins."io.containerd.grpc.v1.cri"' bin_dirs='bin_dir = "/usr/lib/cni"'
+        cat <<TOML
+[$runtime]
+  stream_server_port = "0"
+  sandbox_image = "docker.io/beta9/pause:latest"
+  restrict_oom_score_adj = true
+TOML
+    fi
+    cat <<TOML
+  [$runtime.containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.beta9]
+  [$runtime.containerd.runtimes.beta9]
     runtime_type = "io.beta9.sandbox"
     pod_annotations = ["io.beta9.sandbox.*"]
     container_annotations = ["io.beta9.sandbox.*"]
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+  [$runtime.cni]
+    $bin_dirs
     conf_dir = "$BETA9_DEV/cni/conf"
 TOML
-    PATH="$BETA9_DEV/bin:$PATH" setsid containerd --config "$BETA9_DEV/config.toml" \
+}
+
+start() {
+    install_bins
+    mkdir -p "$BETA9_DEV" "$BETA9_DEV_ROOT"
+    network_up
+    if running; then
+        local was; was=$(cat "$BETA9_DEV/containerd.version" 2>/dev/null || echo 1.6)
+        [ "$was" = "$BETA9_CONTAINERD" ] && return 0
+        echo "containerd.sh: the private containerd runs $was; restarting it with $BETA9_CONTAINERD"
+        stop_containerd
+    fi
+    [ -x "$CONTAINERD_BIN/containerd" ] || { echo "containerd.sh: containerd $BETA9_CONTAINERD is missing at $CONTAINERD_BIN: run hack/install-deps.sh" >&2; exit 1; }
+    config >"$BETA9_DEV/config.toml"
+    echo "$BETA9_CONTAINERD" >"$BETA9_DEV/containerd.version"
+    # The version's own containerd-shim-runc-v2 (the benchmark's peer) comes first on its PATH.
+    PATH="$BETA9_DEV/bin:$CONTAINERD_BIN:$PATH" setsid "$CONTAINERD_BIN/containerd" --config "$BETA9_DEV/config.toml" \
         >>"$BETA9_DEV/containerd.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
     # Wait on the event itself: the API answering.
@@ -114,10 +149,10 @@ TOML
             local plugins; plugins=$(ctr_ plugins ls)
             grep -q 'io.containerd.grpc.v1 *cri .* ok' <<<"$plugins" || {
                 echo "containerd.sh: the CRI plugin did not load:" >&2
-                grep 'failed to load plugin io.containerd.grpc.v1.cri' "$BETA9_DEV/containerd.log" | tail -n 1 >&2
+                grep 'failed to load plugin' "$BETA9_DEV/containerd.log" | grep cri | tail -n 3 >&2
                 exit 1
             }
-            echo "containerd.sh: containerd up at $CONTAINERD_ADDRESS"
+            echo "containerd.sh: containerd $BETA9_CONTAINERD ($("$CONTAINERD_BIN/containerd" --version | awk '{print $3}')) up at $CONTAINERD_ADDRESS"
             return 0
         fi
         running || break
@@ -128,13 +163,17 @@ TOML
     exit 1
 }
 
-stop() {
-    running || { network_down; return 0; }
+stop_containerd() {
+    running || return 0
     local pid; pid=$(cat "$pidfile")
     kill "$pid"
     for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$pidfile"
+}
+
+stop() {
+    stop_containerd
     network_down
 }
 

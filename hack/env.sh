@@ -11,4 +11,14 @@ BETA9_SUBNET=${BETA9_SUBNET:-10.88.90}
 BETA9_BRIDGE=${BETA9_BRIDGE:-beta9br0}
 BETA9_CNI_NETWORK=${BETA9_CNI_NETWORK:-beta9-$BETA9_BRIDGE}
 BETA9_REGISTRY=$BETA9_SUBNET.1:5000
+# The containerd the private daemon runs, and whose ctr the scripts and tests use: 1.6 is
+# bookworm's system package (the default: what a user here installs first); 1.7 (trixie) and 2.1
+# (sid) are unpacked into the cache by hack/install-deps.sh. Each keeps a root of its own.
+BETA9_CONTAINERD=${BETA9_CONTAINERD:-1.6}
+case $BETA9_CONTAINERD in
+    1.6) CONTAINERD_BIN=/usr/bin ;;
+    1.7 | 2.1) CONTAINERD_BIN=$BETA9_CACHE/containerd-$BETA9_CONTAINERD/usr/bin; PATH=$CONTAINERD_BIN:$PATH ;;
+    *) echo "BETA9_CONTAINERD=$BETA9_CONTAINERD: not one of 1.6, 1.7, 2.1" >&2; exit 2 ;;
+esac
+export BETA9_CONTAINERD PATH
 ctr_() { ctr --address "$CONTAINERD_ADDRESS" "$@"; }

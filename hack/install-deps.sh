@@ -45,5 +45,37 @@ if [ ! -x "$BETA9_CACHE/docker-registry/usr/bin/docker-registry" ]; then
     dpkg -x "$(ls -t "$BETA9_CACHE"/debs/docker-registry_*.deb | head -n1)" "$BETA9_CACHE/docker-registry"
 fi
 
+# Packages of a newer Debian suite, for the containerd matrix and the Docker Engine client: fetched
+# with apt's own client through a sources list, lists, cache and status of their own (the system's
+# apt state is never read or written), and unpacked with dpkg -x into $BETA9_CACHE/DIR.
+#   from_suite SUITE DIR PACKAGE...
+from_suite() {
+    local suite=$1 dir=$BETA9_CACHE/$2 apt=$BETA9_CACHE/apt/$1
+    shift 2
+    [ -e "$dir/.complete" ] && return 0
+    uri=${uri:-$(grep -rhs '^URIs:.*debian/\?$' /etc/apt/sources.list.d/ | head -n1 | awk '{print $2}')}
+    [ -n "$uri" ] || uri=http://deb.debian.org/debian
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/debs" "$apt/none"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $suite main" >"$apt/sources.list"
+    : >"$apt/status"
+    local o=(-qq -o "Dir::Etc::sourcelist=$apt/sources.list" -o "Dir::Etc::sourceparts=$apt/none" -o "Dir::State::Lists=$apt/lists"
+        -o "Dir::Cache=$apt/cache" -o "Dir::State::status=$apt/status" -o "Dir::Etc::preferencesparts=$apt/none"
+        -o APT::Sandbox::User=root -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false
+        -o Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false
+        -o Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false)
+    apt-get "${o[@]}" update
+    rm -f "$apt"/debs/*.deb
+    (cd "$apt/debs" && apt-get "${o[@]}" download "$@")
+    rm -rf "$dir" && mkdir -p "$dir"
+    for deb in "$apt"/debs/*.deb; do dpkg -x "$deb" "$dir"; done
+    touch "$dir/.complete"
+    echo "install-deps: $suite's $* unpacked into $dir"
+}
+# The containerd matrix (hack/containerd.sh, BETA9_CONTAINERD): 1.6 is the system's package.
+from_suite trixie containerd-1.7 containerd
+from_suite sid containerd-2.1 containerd
+# Docker Engine as a containerd client (tests/tests/docker_engine.rs): trixie's dockerd and CLI.
+from_suite trixie docker-engine docker.io docker-cli
+
 # The Debian package may start a system containerd; ours is private and never touches it.
 echo "install-deps: containerd $(containerd --version | awk '{print $3}'), runsc $(runsc --version | head -n1 | awk '{print $3}')"

@@ -31,7 +31,7 @@ use contract::{
 
 use crate::{
     children::{exec_failure_code, find_in_path, Children, Detach, DEFAULT_PATH},
-    say,
+    nested, say,
     status::Status,
     uplink::{self, Uplink},
 };
@@ -95,6 +95,8 @@ struct Supervisor {
     log: Option<Arc<Mutex<LogFile>>>,
 }
 
+type Version = (u32, u32, u32);
+
 enum Outcome {
     Ready,
     Exited(i32),
@@ -112,6 +114,13 @@ impl Supervisor {
                 return;
             }
         };
+        // Asked while dockerd starts (`runc --version` takes ~60-90 ms in gVisor), answered at
+        // its first readiness.
+        let mut runc = {
+            let (children, args) = (self.children.clone(), self.opts.args.clone());
+            let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into());
+            Some(std::thread::spawn(move || runc_version(&children, &path, &args)))
+        };
         let mut backoff = BACKOFF_FIRST;
         let mut ever_ready = false;
         while !self.stopping() {
@@ -127,6 +136,16 @@ impl Supervisor {
             let code = match self.wait_ready(pid) {
                 Outcome::Stopping => return,
                 Outcome::Ready => {
+                    if let Some(check) = runc.take() {
+                        if let Err(e) = self.check_runc(check.join().ok().flatten()) {
+                            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+                            self.kill_leftover_containerd();
+                            self.fail(e);
+                            self.start_workload(&mut workload);
+                            return;
+                        }
+                        self.note_bridge_limits();
+                    }
                     self.status.update(|s| s.phase = Phase::Ready);
                     self.note(&format!("dockerd (pid {pid}) is ready after {:?}", started.elapsed()));
                     ever_ready = true;
@@ -256,6 +275,44 @@ impl Supervisor {
         Ok(args)
     }
 
+    /// Fails when the image's runc would refuse every nested container (nested.rs).
+    fn check_runc(&self, runc: Option<(PathBuf, Version)>) -> Result<(), String> {
+        let Some((runc, v)) = runc else { return Ok(()) };
+        if nested::runc_refuses_gvisor_proc(v) {
+            return Err(format!(
+                "{} is runc {}.{}.{}, which refuses gVisor's /proc (runc 1.2 and later require its root inode to be 1, \
+                 and this gVisor's is not), so every nested container would fail (`unsafe procfs detected`); \
+                 use an image whose runc is older than 1.2 (Debian trixie's docker.io comes with runc 1.1.15), \
+                 or choose dockerd's runtime yourself with --default-runtime in io.beta9.sandbox.docker.args",
+                runc.display(),
+                v.0,
+                v.1,
+                v.2
+            ));
+        }
+        self.note(&format!("nested containers run on runc {}.{}.{} ({})", v.0, v.1, v.2, runc.display()));
+        Ok(())
+    }
+
+    /// Once dockerd answers: a dockerd that cannot attach containers to bridge networks here
+    /// (nested.rs) is told in the status, so `docker run`'s failure is not a surprise. Its
+    /// version comes from its own API (running `dockerd --version` costs ~250 ms in gVisor).
+    fn note_bridge_limits(&self) {
+        if self.opts.network == Network::Host || nested::bridge_chosen(&self.opts.args) {
+            return;
+        }
+        let Some(v) = server_version(Path::new(SOCKET), PING_TIMEOUT).and_then(|v| nested::parse_version(&v)) else { return };
+        if nested::dockerd_bridge_fails(v) {
+            let limit = format!(
+                "dockerd {}.{} cannot attach containers to bridge networks in this gVisor (`failed to subscribe to link \
+                 updates: permission denied`): nested containers need --network host or none (or dockerd --bridge=none)",
+                v.0, v.1
+            );
+            self.note(&limit);
+            self.status.update(|s| s.network = format!("{}; but {limit}", s.network));
+        }
+    }
+
     /// cgroup v1 hierarchies, unless the sandbox already has cgroups mounted.
     fn mount_cgroups(&self) -> Result<(), String> {
         const ROOT: &str = "/sys/fs/cgroup";
@@ -348,26 +405,7 @@ impl Supervisor {
     /// Runs a short helper to completion; returns its exit code and combined output. One that
     /// hangs (`iptables -w` on a held lock) is killed at `HELPER_LIMIT`.
     fn run_helper(&self, argv: &[String]) -> io::Result<(i32, String)> {
-        let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
-        let pid = self.children.spawn(argv, Detach::Session, Some(std::os::fd::AsRawFd::as_raw_fd(&w)))?;
-        drop(w);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut out = String::new();
-            let _ = File::from(r).take(64 << 10).read_to_string(&mut out);
-            let _ = tx.send(out);
-        });
-        let code = self.children.wait(pid, HELPER_LIMIT);
-        if code.is_none() {
-            // A session leader: its group goes with it, and so does the pipe's last writer.
-            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
-        }
-        let out = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
-        self.children.forget(pid);
-        match code {
-            Some(code) => Ok((code, out)),
-            None => Err(io::Error::new(io::ErrorKind::TimedOut, format!("{} did not finish within {HELPER_LIMIT:?}", argv[0]))),
-        }
+        run_helper(&self.children, argv)
     }
 
     /// Starts dockerd in its own session with its output going to the log; returns its pid and
@@ -489,6 +527,43 @@ impl Supervisor {
     }
 }
 
+/// Runs a short helper to completion; returns its exit code and combined output. One that
+/// hangs (`iptables -w` on a held lock) is killed at `HELPER_LIMIT`.
+fn run_helper(children: &Children, argv: &[String]) -> io::Result<(i32, String)> {
+    let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
+    let pid = children.spawn(argv, Detach::Session, Some(std::os::fd::AsRawFd::as_raw_fd(&w)))?;
+    drop(w);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = File::from(r).take(64 << 10).read_to_string(&mut out);
+        let _ = tx.send(out);
+    });
+    let code = children.wait(pid, HELPER_LIMIT);
+    if code.is_none() {
+        // A session leader: its group goes with it, and so does the pipe's last writer.
+        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+    }
+    let out = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
+    children.forget(pid);
+    match code {
+        Some(code) => Ok((code, out)),
+        None => Err(io::Error::new(io::ErrorKind::TimedOut, format!("{} did not finish within {HELPER_LIMIT:?}", argv[0]))),
+    }
+}
+
+/// The image's runc and its version, unless a runtime was chosen in dockerd's arguments or
+/// daemon.json.
+fn runc_version(children: &Children, path: &str, args: &[String]) -> Option<(PathBuf, Version)> {
+    let daemon_json = std::fs::read_to_string("/etc/docker/daemon.json").ok();
+    if nested::runtime_chosen(args, daemon_json.as_deref()) {
+        return None;
+    }
+    let runc = find_in_path("runc", path)?;
+    let (_, out) = run_helper(children, &[runc.to_string_lossy().into_owned(), "--version".into()]).ok()?;
+    Some((runc, nested::parse_version(&out)?))
+}
+
 fn first_line(out: &str) -> String {
     out.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
@@ -512,6 +587,17 @@ pub fn ping(socket: &Path, timeout: Duration) -> bool {
         Ok(head.starts_with(b"HTTP/1.") && head.get(8..13) == Some(b" 200 "))
     };
     attempt().unwrap_or(false)
+}
+
+/// `GET /version` on the daemon's socket: the `Version` of its answer.
+fn server_version(socket: &Path, timeout: Duration) -> Option<String> {
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.write_all(b"GET /version HTTP/1.0\r\nHost: docker\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    let _ = s.take(64 << 10).read_to_string(&mut answer);
+    let rest = answer.split("\"Version\":\"").nth(1)?;
+    Some(rest.split('"').next()?.to_string())
 }
 
 fn mount_tmpfs(target: &str, options: &str) -> Result<(), String> {

@@ -14,6 +14,7 @@
 mod children;
 mod docker;
 mod init;
+mod nested;
 mod netlink;
 mod seccomp;
 mod status;

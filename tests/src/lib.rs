@@ -11,11 +11,16 @@ use std::{
 pub mod cgroups;
 pub mod client;
 pub mod cri;
+pub mod engine;
 pub mod net;
 
 pub const RUNTIME: &str = "io.beta9.sandbox";
 pub const BUSYBOX: &str = "docker.io/beta9/busybox:latest";
+/// The Docker images (hack/build-images.sh): bookworm's docker.io 20.10 (runc 1.1.5), trixie's
+/// 26.1.5 (runc 1.1.15), sid's 28.5.2 (runc 1.3.6, and crun).
 pub const DEBIAN: &str = "docker.io/beta9/debian:latest";
+pub const DEBIAN_TRIXIE: &str = "docker.io/beta9/debian-trixie:latest";
+pub const DEBIAN_SID: &str = "docker.io/beta9/debian-sid:latest";
 
 /// The private containerd's socket. A missing one is a failure, never a skip.
 pub fn address() -> String {

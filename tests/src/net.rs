@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use crate::{run_cmd, unique_id, which};
+use crate::{
+    cri::{Cri, Spec},
+    run_cmd, unique_id, which, BUSYBOX,
+};
 
 fn ip(args: &[&str]) -> crate::Run {
     let r = run_cmd(Command::new("ip").args(args), None);
@@ -178,4 +181,58 @@ pub fn pod_network_leftovers(pod_id: &str, net: &crate::cri::PodNetwork) -> Vec<
     let rules = run_cmd(&mut Command::new("iptables-save"), None).stdout;
     left.extend(rules.lines().filter(|l| l.contains(&pod_id[..12])).map(|l| format!("iptables: {l}")));
     left
+}
+
+/// busybox's httpd serving `/f` with `content` on port 8080, as a pod's container.
+pub fn httpd(content: &str) -> Vec<String> {
+    let script = format!("mkdir -p /www && echo {content} > /www/f && exec httpd -f -p 8080 -h /www");
+    vec!["sh".into(), "-c".into(), script]
+}
+
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+pub fn out(r: &k8s_cri::v1::ExecSyncResponse) -> String {
+    format!("{}{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr))
+}
+
+/// Docker in a pod with a network of its own, on `docker_image`: the agent routes nested containers
+/// out; `docker pull` from the registry, a nested container and a `docker build` RUN step fetch
+/// from another pod, and a published port serves on the pod's address.
+pub fn docker_in_a_networked_pod(docker_image: &str) {
+    let cri = Cri::connect();
+    let image = busybox_in_registry();
+    let mut server = cri.run_pod("netsrv", &[], false).expect("server pod");
+    server.run(&Spec { name: "web", image: BUSYBOX, command: &strs(&httpd("from-server")), ..Default::default() });
+    let srv = server.network().ip.clone();
+    wait_for_http(&format!("{srv}:8080"), "/f");
+
+    let args = format!("--insecure-registry={}", registry());
+    let annotations = [("io.beta9.sandbox.docker", "true"), ("io.beta9.sandbox.docker.args", args.as_str())];
+    let mut pod = cri.run_pod("netdocker", &annotations, false).expect("Docker pod");
+    let d = pod.run(&Spec { name: "docker", image: docker_image, command: &["sleep", "600"], ..Default::default() });
+    let sh = |script: &str, secs: i64| {
+        let r = pod.exec_sync(&d, &["sh", "-c", script], secs).unwrap();
+        assert_eq!(r.exit_code, 0, "{script}: {}", out(&r));
+        out(&r)
+    };
+    let status = sh("/.beta9/agent status", 10);
+    assert!(status.contains("network: sandbox: eth0") && status.contains("SNAT"), "the agent routes nested containers out: {status}");
+
+    // docker pull from the registry, through the sandbox's netstack.
+    sh(&format!("docker pull -q {image}"), 120);
+    // A nested container on Docker's bridge fetches from another pod.
+    let fetched = sh(&format!("docker run --rm {image} wget -qO- http://{srv}:8080/f"), 120);
+    assert!(fetched.contains("from-server"), "{fetched}");
+    // docker build with a RUN step that fetches the same way.
+    let build = format!(
+        "mkdir -p /b && printf 'FROM {image}\\nRUN wget -qO /fetched http://{srv}:8080/f\\nCMD [\"cat\", \"/fetched\"]\\n' > /b/Dockerfile \
+         && docker build -q -t built /b >/dev/null && docker run --rm built"
+    );
+    assert!(sh(&build, 180).contains("from-server"));
+    // A published port serves on the sandbox's address (docker-proxy; no iptables in gVisor).
+    sh(&format!("docker run -d -p 8081:8080 {image} sh -c 'mkdir -p /www && echo published > /www/f && exec httpd -f -p 8080 -h /www'"), 60);
+    let ip = pod.network().ip.clone();
+    assert_eq!(wait_for_http(&format!("{ip}:8081"), "/f").trim(), "published");
 }

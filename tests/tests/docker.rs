@@ -1,4 +1,6 @@
-//! Docker inside gVisor by annotation: a real dockerd in a real runsc sandbox.
+//! Docker inside gVisor by annotation: a real dockerd in a real runsc sandbox, on each Docker
+//! image: bookworm's docker.io 20.10, trixie's 26.1 and sid's 28.5 (whose runc refuses gVisor's
+//! /proc: Start fails naming it, and with an older runc Docker 28 runs).
 
 use std::time::Duration;
 
@@ -7,10 +9,14 @@ use beta9_e2e::*;
 const DOCKER: &str = "io.beta9.sandbox.docker=true";
 
 fn docker_sandbox(prefix: &str, extra: &[&str]) -> Container {
+    docker_sandbox_of(DEBIAN, prefix, extra)
+}
+
+fn docker_sandbox_of(image: &str, prefix: &str, extra: &[&str]) -> Container {
     let c = Container::new(prefix);
     let mut args = vec!["--annotation", DOCKER];
     args.extend_from_slice(extra);
-    c.start(DEBIAN, &args, &[]);
+    c.start(image, &args, &[]);
     c
 }
 
@@ -18,13 +24,12 @@ fn agent_status(c: &Container) -> String {
     c.exec(&unique_id("status"), &["/.beta9/agent", "status"], None).stdout
 }
 
-#[test]
-fn docker_answers_as_soon_as_run_returns() {
-    let c = docker_sandbox("dockerready", &[]);
-    // No retry, no wait: Start returned only once dockerd answered /_ping.
+/// Start returned only once dockerd answered: `docker version` works at once, no retry.
+fn answers_as_soon_as_run_returns(image: &str, version: &str) {
+    let c = docker_sandbox_of(image, "dockerready", &[]);
     let v = c.exec("version", &["docker", "version", "--format", "{{.Server.Version}}"], None);
     assert_eq!(v.code, 0, "docker version right after ctr run -d: {}{}", v.stdout, v.stderr);
-    assert!(!v.stdout.trim().is_empty());
+    assert!(v.stdout.trim().starts_with(version), "{image} runs dockerd {version}: {}", v.stdout);
     let status = agent_status(&c);
     assert!(status.starts_with("dockerd: ready\n"), "{status}");
     assert!(status.contains("restarts: 0\n"), "{status}");
@@ -33,11 +38,12 @@ fn docker_answers_as_soon_as_run_returns() {
     assert_eq!(c.status().as_deref(), Some("RUNNING"));
 }
 
-#[test]
-fn nested_container_runs_from_an_imported_rootfs() {
+fn nested_container_runs(image: &str, extra: &[&str]) {
     let (dir, tar) = busybox_tar();
     let mount = format!("type=bind,src={},dst=/images/busybox.tar,options=rbind:ro", tar.display());
-    let c = docker_sandbox("dockernested", &["--mount", &mount]);
+    let mut args = vec!["--mount", &mount];
+    args.extend_from_slice(extra);
+    let c = docker_sandbox_of(image, "dockernested", &args);
     let i = c.exec("import", &["docker", "import", "/images/busybox.tar", "nested-busybox"], None);
     assert_eq!(i.code, 0, "{}{}", i.stdout, i.stderr);
     let r = c.exec("run", &["docker", "run", "--rm", "nested-busybox", "/bin/busybox", "echo", "hello from nested"], None);
@@ -45,9 +51,8 @@ fn nested_container_runs_from_an_imported_rootfs() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn killed_dockerd_is_restarted_and_the_sandbox_lives_on() {
-    let c = docker_sandbox("dockerrestart", &[]);
+fn killed_dockerd_is_restarted(image: &str, extra: &[&str]) {
+    let c = docker_sandbox_of(image, "dockerrestart", extra);
     let k = c.exec("kill", &["sh", "-c", "kill -9 $(cat /var/run/docker.pid)"], None);
     assert_eq!(k.code, 0, "{}", k.stderr);
     let restarted = eventually(Duration::from_secs(30), || {
@@ -59,6 +64,113 @@ fn killed_dockerd_is_restarted_and_the_sandbox_lives_on() {
     let v = c.exec("version", &["docker", "version"], None);
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
     assert_eq!(c.status().as_deref(), Some("RUNNING"));
+}
+
+fn kill_stops_dockerd_cleanly(image: &str, extra: &[&str]) {
+    let c = Container::new("dockerstop");
+    let log = c.log_uri();
+    let mut args = vec!["--annotation", DOCKER, "--log-uri", &log];
+    args.extend_from_slice(extra);
+    c.start(image, &args, &[]);
+    assert!(c.log_contains("is ready after"));
+    let k = c.task(&["kill", &c.id]);
+    assert_eq!(k.code, 0, "{}", k.stderr);
+    // dockerd got SIGTERM and exited by itself, then the keepalive agent ended the sandbox with 0.
+    assert_eq!(c.wait_exit(), 0);
+    assert!(c.log_contains("stopped with status 0"), "dockerd should stop cleanly");
+}
+
+#[test]
+fn docker_answers_as_soon_as_run_returns() {
+    answers_as_soon_as_run_returns(DEBIAN, "20.10");
+}
+
+#[test]
+fn nested_container_runs_from_an_imported_rootfs() {
+    nested_container_runs(DEBIAN, &[]);
+}
+
+#[test]
+fn killed_dockerd_is_restarted_and_the_sandbox_lives_on() {
+    killed_dockerd_is_restarted(DEBIAN, &[]);
+}
+
+#[test]
+fn kill_stops_dockerd_cleanly_and_ends_the_sandbox() {
+    kill_stops_dockerd_cleanly(DEBIAN, &[]);
+}
+
+#[test]
+fn trixie_docker_26_answers_as_soon_as_run_returns() {
+    answers_as_soon_as_run_returns(DEBIAN_TRIXIE, "26.1");
+}
+
+#[test]
+fn trixie_docker_26_runs_a_nested_container() {
+    nested_container_runs(DEBIAN_TRIXIE, &[]);
+}
+
+#[test]
+fn trixie_docker_26_is_restarted_after_kill_9() {
+    killed_dockerd_is_restarted(DEBIAN_TRIXIE, &[]);
+}
+
+#[test]
+fn trixie_docker_26_stops_cleanly() {
+    kill_stops_dockerd_cleanly(DEBIAN_TRIXIE, &[]);
+}
+
+#[test]
+fn trixie_docker_26_in_a_networked_pod_pulls_builds_fetches_and_serves() {
+    beta9_e2e::net::docker_in_a_networked_pod(DEBIAN_TRIXIE);
+}
+
+#[test]
+fn sid_runc_1_3_fails_start_naming_the_procfs_check_and_the_way_out() {
+    let c = Container::new("dockersid");
+    let mut cmd = ctr();
+    cmd.args(["run", "-d", "--runtime", RUNTIME, "--annotation", DOCKER, DEBIAN_SID, &c.id]);
+    let r = run_cmd(&mut cmd, None);
+    r.assert_refused(&["/usr/sbin/runc is runc 1.3.6", "refuses gVisor's /proc", "older than 1.2", "--default-runtime"]);
+    assert!(c.sandbox_cmdline().is_none(), "the sandbox should be torn down");
+}
+
+/// sid's dockerd 28 with trixie's runc 1.1.15 mounted over its own.
+fn older_runc() -> String {
+    let cache = std::env::var("BETA9_CACHE").unwrap_or_else(|_| "/var/cache/beta9".into());
+    let runc = std::path::Path::new(&cache).join("trixie-rootfs/usr/sbin/runc");
+    assert!(runc.is_file(), "{} is missing: hack/build-images.sh debian-trixie makes it", runc.display());
+    format!("type=bind,src={},dst=/usr/sbin/runc,options=rbind:ro", runc.display())
+}
+
+#[test]
+fn sid_docker_28_with_an_older_runc_runs_nested_containers_off_the_bridge_and_says_why() {
+    let (dir, tar) = busybox_tar();
+    let image = format!("type=bind,src={},dst=/images/busybox.tar,options=rbind:ro", tar.display());
+    let runc = older_runc();
+    let c = docker_sandbox_of(DEBIAN_SID, "dockersid28", &["--mount", &runc, "--mount", &image]);
+    let v = c.exec("version", &["docker", "version", "--format", "{{.Server.Version}}"], None);
+    assert!(v.stdout.starts_with("28."), "{}{}", v.stdout, v.stderr);
+    let status = agent_status(&c);
+    assert!(status.contains("cannot attach containers to bridge networks") && status.contains("--network host or none"), "{status}");
+    let i = c.exec("import", &["docker", "import", "/images/busybox.tar", "nested-busybox"], None);
+    assert_eq!(i.code, 0, "{}{}", i.stdout, i.stderr);
+    for network in ["none", "host"] {
+        let r = c.exec(&unique_id("run"), &["docker", "run", "--rm", "--network", network, "nested-busybox", "/bin/busybox", "echo", "hello"], None);
+        assert_eq!((r.code, r.stdout.trim()), (0, "hello"), "--network {network}: {}", r.stderr);
+    }
+    // On the default bridge it fails as the status said, in dockerd's own words.
+    let r = c.exec("bridge", &["docker", "run", "--rm", "nested-busybox", "/bin/busybox", "true"], None);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("failed to subscribe to link updates"), "{}", r.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sid_docker_28_with_an_older_runc_restarts_and_stops_cleanly() {
+    let mount = older_runc();
+    killed_dockerd_is_restarted(DEBIAN_SID, &["--mount", &mount]);
+    kill_stops_dockerd_cleanly(DEBIAN_SID, &["--mount", &mount]);
 }
 
 #[test]
@@ -83,18 +195,6 @@ fn image_without_dockerd_is_refused() {
     cmd.args(["run", "-d", "--runtime", RUNTIME, "--annotation", DOCKER, BUSYBOX, &c.id]);
     let r = run_cmd(&mut cmd, None);
     r.assert_refused(&["dockerd was not found in the image"]);
-}
-
-#[test]
-fn kill_stops_dockerd_cleanly_and_ends_the_sandbox() {
-    let c = Container::new("dockerstop");
-    c.start(DEBIAN, &["--annotation", DOCKER, "--log-uri", &c.log_uri()], &[]);
-    assert!(c.log_contains("is ready after"));
-    let k = c.task(&["kill", &c.id]);
-    assert_eq!(k.code, 0, "{}", k.stderr);
-    // dockerd got SIGTERM and exited by itself, then the keepalive agent ended the sandbox with 0.
-    assert_eq!(c.wait_exit(), 0);
-    assert!(c.log_contains("stopped with status 0"), "dockerd should stop cleanly");
 }
 
 #[test]

@@ -5,23 +5,9 @@
 
 use beta9_e2e::{
     cri::{Cri, Spec},
-    net::{self, Server, TestNetns},
+    net::{self, httpd, out, strs, Server, TestNetns},
     *,
 };
-
-/// busybox's httpd serving `/f` with `content` on port 8080, as a pod's container.
-fn httpd(content: &str) -> Vec<String> {
-    let script = format!("mkdir -p /www && echo {content} > /www/f && exec httpd -f -p 8080 -h /www");
-    vec!["sh".into(), "-c".into(), script]
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-fn out(r: &k8s_cri::v1::ExecSyncResponse) -> String {
-    format!("{}{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr))
-}
 
 #[test]
 fn a_pod_sees_eth0_with_the_address_cni_gave_it() {
@@ -104,38 +90,5 @@ fn a_missing_network_namespace_is_refused_naming_it() {
 
 #[test]
 fn docker_in_a_networked_pod_pulls_builds_fetches_and_serves() {
-    let cri = Cri::connect();
-    let image = net::busybox_in_registry();
-    let mut server = cri.run_pod("netsrv", &[], false).expect("server pod");
-    server.run(&Spec { name: "web", image: BUSYBOX, command: &strs(&httpd("from-server")), ..Default::default() });
-    let srv = server.network().ip.clone();
-    net::wait_for_http(&format!("{srv}:8080"), "/f");
-
-    let args = format!("--insecure-registry={}", net::registry());
-    let annotations = [("io.beta9.sandbox.docker", "true"), ("io.beta9.sandbox.docker.args", args.as_str())];
-    let mut pod = cri.run_pod("netdocker", &annotations, false).expect("Docker pod");
-    let d = pod.run(&Spec { name: "docker", image: DEBIAN, command: &["sleep", "600"], ..Default::default() });
-    let sh = |script: &str, secs: i64| {
-        let r = pod.exec_sync(&d, &["sh", "-c", script], secs).unwrap();
-        assert_eq!(r.exit_code, 0, "{script}: {}", out(&r));
-        out(&r)
-    };
-    let status = sh("/.beta9/agent status", 10);
-    assert!(status.contains("network: sandbox: eth0") && status.contains("SNAT"), "the agent routes nested containers out: {status}");
-
-    // docker pull from the registry, through the sandbox's netstack.
-    sh(&format!("docker pull -q {image}"), 120);
-    // A nested container on Docker's bridge fetches from another pod.
-    let fetched = sh(&format!("docker run --rm {image} wget -qO- http://{srv}:8080/f"), 120);
-    assert!(fetched.contains("from-server"), "{fetched}");
-    // docker build with a RUN step that fetches the same way.
-    let build = format!(
-        "mkdir -p /b && printf 'FROM {image}\\nRUN wget -qO /fetched http://{srv}:8080/f\\nCMD [\"cat\", \"/fetched\"]\\n' > /b/Dockerfile \
-         && docker build -q -t built /b >/dev/null && docker run --rm built"
-    );
-    assert!(sh(&build, 180).contains("from-server"));
-    // A published port serves on the sandbox's address (docker-proxy; no iptables in gVisor).
-    sh(&format!("docker run -d -p 8081:8080 {image} sh -c 'mkdir -p /www && echo published > /www/f && exec httpd -f -p 8080 -h /www'"), 60);
-    let ip = pod.network().ip.clone();
-    assert_eq!(net::wait_for_http(&format!("{ip}:8081"), "/f").trim(), "published");
+    net::docker_in_a_networked_pod(DEBIAN);
 }
