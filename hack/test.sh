@@ -4,7 +4,7 @@
 # unit tests too). Installs what is missing first. Exits non-zero on any failure.
 #   hack/test.sh [--containerd V[,V...]] [cargo test arguments...]
 # V is 1.6, 1.7 or 2.1 (hack/env.sh); without the option, $BETA9_CONTAINERD or 1.6. CI (.ci/run)
-# runs `--containerd 1.6,2.1`.
+# runs `--containerd 1.6,2.1`. Without cargo test arguments, critest runs last (hack/critest.sh).
 set -uo pipefail
 set -e
 cd "$(dirname "$0")/.."
@@ -46,4 +46,9 @@ for v in ${versions//,/ }; do
     scope=(-p beta9-e2e)
 done
 echo "tests: $passed passed, $failed failed"
+# Kubernetes' CRI validation suite, gated on hack/critest.floor (a focused run skips it).
+if [ $# -eq 0 ]; then
+    hack/containerd.sh stop
+    hack/critest.sh || status=1
+fi
 exit $status

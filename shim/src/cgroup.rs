@@ -14,7 +14,8 @@ use std::{
     os::unix::process::CommandExt,
     path::{Component, Path, PathBuf},
     process::Command,
-    sync::Arc,
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -328,6 +329,27 @@ pub struct SandboxCgroup {
     /// The directories this sandbox makes (its cgroup and any missing parent), deepest first.
     made: Vec<PathBuf>,
     join: CgroupJoin,
+    /// A pod's app containers' memory limits, which size the sandbox's cgroup (`admit`).
+    members: Mutex<PodMembers>,
+}
+
+/// What a pod's sandbox cgroup is sized from: its own use before its first app container, and
+/// each app container's memory limit (None: unlimited).
+#[derive(Default)]
+struct PodMembers {
+    baseline: Option<i64>,
+    limits: BTreeMap<String, Option<i64>>,
+}
+
+/// The memory limit of a pod's sandbox: what the sandbox used on its own (sentry, gofer, pause)
+/// plus every app container's limit, as the kubelet sizes a pod's cgroup (the sum of its
+/// containers' limits plus the RuntimeClass overhead); unlimited (-1) while any app container
+/// has no limit, or none is there.
+pub fn pod_memory_limit(baseline: i64, limits: &BTreeMap<String, Option<i64>>) -> i64 {
+    if limits.is_empty() {
+        return -1;
+    }
+    limits.values().try_fold(baseline, |sum, l| l.map(|l| sum + l)).unwrap_or(-1)
 }
 
 impl SandboxCgroup {
@@ -354,7 +376,7 @@ impl SandboxCgroup {
         }
         let procs = layout.roots().iter().map(|r| r.join(&path).join("cgroup.procs")).collect();
         let join = CgroupJoin::new(&path, procs);
-        Ok(Some(SandboxCgroup { path, layout, limits, made, join }))
+        Ok(Some(SandboxCgroup { path, layout, limits, made, join, members: Mutex::default() }))
     }
 
     /// The cgroup, as the spec names it in cgroupfs form.
@@ -490,6 +512,46 @@ impl SandboxCgroup {
         self.apply(l)
     }
 
+    /// A pod's app container `id` joins with its memory limit: the sandbox's cgroup grows by it
+    /// (`pod_memory_limit`). gVisor runs a pod's containers in one sandbox, so a container's
+    /// limit holds for the pod as a whole, and an OOM kill ends the pod's sandbox.
+    pub fn admit(&self, id: &str, resources: Option<&LinuxResources>) -> Result<()> {
+        if self.limits.is_some() {
+            return Ok(());
+        }
+        let memory = resources.map(Limits::from).and_then(|l| l.memory).filter(|m| *m > 0);
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if members.baseline.is_none() {
+            let file = if self.is_v2() { "memory.current" } else { "memory.usage_in_bytes" };
+            members.baseline = self.read(file).and_then(|s| s.trim().parse().ok());
+        }
+        members.limits.insert(id.to_string(), memory);
+        let Some(baseline) = members.baseline else { return Ok(()) };
+        let limit = pod_memory_limit(baseline, &members.limits);
+        let applied = self.apply(&Limits { memory: Some(limit), ..Default::default() });
+        if applied.is_err() {
+            members.limits.remove(id);
+        }
+        applied
+    }
+
+    /// A pod's app container is gone: the sandbox's cgroup shrinks back.
+    pub fn leave(&self, id: &str) {
+        if self.limits.is_some() {
+            return;
+        }
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if members.limits.remove(id).is_none() {
+            return;
+        }
+        if let Some(baseline) = members.baseline {
+            // Below the sandbox's use, v1 refuses (EBUSY): the larger limit stays.
+            if let Err(e) = self.apply(&Limits { memory: Some(pod_memory_limit(baseline, &members.limits)), ..Default::default() }) {
+                warn!("pod cgroup {}: {e}", self.path());
+            }
+        }
+    }
+
     /// Removes what this sandbox made; false if something could not go yet.
     pub async fn remove(&self) -> bool {
         remove_recorded(&self.made).await
@@ -548,9 +610,8 @@ pub fn update(c: &Container, resources: &[u8]) -> Result<()> {
         ));
     };
     if !c.is_first() {
-        // One sandbox, one cgroup: a pod's containers share the pod's limits.
-        info!("update of {} ignored: a pod's app containers run in its one sandbox, limited by the pod's cgroup", c.id());
-        return Ok(());
+        // One sandbox, one cgroup: an app container's new memory limit resizes the pod's.
+        return cg.admit(c.id(), Some(&r));
     }
     cg.update(&Limits::from(&r))
 }
@@ -709,6 +770,17 @@ mod tests {
 
     fn limits(memory: Option<i64>, swap: Option<i64>) -> Limits {
         Limits { memory, swap, ..Default::default() }
+    }
+
+    #[test]
+    fn pod_memory_is_the_sandboxs_own_plus_its_containers_limits() {
+        let mut m = BTreeMap::new();
+        assert_eq!(pod_memory_limit(30, &m), -1);
+        m.insert("a".to_string(), Some(15));
+        m.insert("b".to_string(), Some(10));
+        assert_eq!(pod_memory_limit(30, &m), 55);
+        m.insert("c".to_string(), None);
+        assert_eq!(pod_memory_limit(30, &m), -1);
     }
 
     #[test]

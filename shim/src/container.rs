@@ -130,6 +130,9 @@ impl Container {
                 // dockerd mounts, unshares and pivots; the sandbox is the boundary it runs in.
                 spec::drop_seccomp(&mut spec);
             }
+            // runsc's gofer serves a read-only bind whole, submounts included; runc leaves theirs as they are.
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(Error::io("read /proc/self/mountinfo"))?;
+            spec::split_readonly_bind_submounts(&mut spec, &mountinfo);
             spec::mount_masked_and_readonly_paths(&mut spec, &rootfs)?;
             // runsc 20240729 installs a profile's filter on the init only (with --oci-seccomp), and
             // answers every SCMP_ACT_ERRNO with EPERM whatever its errnoRet (so clone3's ENOSYS,
@@ -180,6 +183,8 @@ impl Container {
                 if let Some(cg) = sandbox.cgroup() {
                     cg.create()?;
                 }
+            } else if let Some(cg) = sandbox.cgroup() {
+                cg.admit(&req.id, spec.linux().as_ref().and_then(|l| l.resources().as_ref()))?;
             }
             let mark = Reaper::get().mark();
             let pid_file = req.bundle.init_pid_file();
@@ -225,6 +230,9 @@ impl Container {
             }
             Err(e) => {
                 req.bundle.destroy(&runsc, &req.id, Ended::Unknown).await;
+                if let Some(cg) = sandbox.cgroup().filter(|_| !boots) {
+                    cg.leave(&req.id);
+                }
                 Err(e)
             }
         }
@@ -476,6 +484,9 @@ impl Container {
         // A sandbox of its own that has ended leaves only state behind; runsc runs poststop hooks.
         let ended = !self.sandbox.is_pod() && self.init.exit().is_some() && !self.poststop_hooks;
         self.bundle.destroy(&self.runsc, &self.id, if ended { Ended::ByItself } else { Ended::Unknown }).await;
+        if let Some(cg) = self.sandbox.cgroup().filter(|_| !self.is_first()) {
+            cg.leave(&self.id);
+        }
         self.init.io = ProcessIo::default();
         self.execs.clear();
         Ok((self.init.pid, self.init.exit()))

@@ -343,12 +343,24 @@ pub fn check_process_binary(spec: &Spec, rootfs: &Path) -> Result<()> {
     };
     let path_env = process_path(spec);
     let cwd = process.cwd();
-    if find_executable(rootfs, arg0, &path_env, cwd).is_some() {
+    if find_executable(rootfs, arg0, &path_env, cwd).is_some() || may_come_from_a_mount(spec, arg0, &path_env, cwd) {
         return Ok(());
     }
     Err(Error::NotFound(format!(
         "exec: \"{arg0}\": executable file not found in the container image (PATH={path_env})"
     )))
+}
+
+/// Whether the program may be in one of the spec's mounts (a volume), which the image check
+/// cannot see: runsc is left to find it there.
+fn may_come_from_a_mount(spec: &Spec, name: &str, path_env: &str, cwd: &Path) -> bool {
+    let dirs: Vec<PathBuf> = if name.contains('/') {
+        vec![cwd.join(name)]
+    } else {
+        path_env.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(name)).collect()
+    };
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    dirs.iter().any(|d| mounts.iter().any(|m| m.destination() != Path::new("/") && d.starts_with(m.destination())))
 }
 
 /// Looks `name` up the way a shell would, inside `rootfs`, following symlinks within it.
@@ -634,5 +646,17 @@ mod tests {
             .unwrap();
         let err = check_process_binary(&spec, root.path()).unwrap_err().to_string();
         assert!(err.contains("/no/such") && err.contains("not found"), "{err}");
+    }
+
+    #[test]
+    fn a_binary_in_a_volume_is_left_to_runsc() {
+        let root = tempfile::tempdir().unwrap();
+        let volume = MountBuilder::default().destination("/tools").typ("bind").source("/host/tools").build().unwrap();
+        let spec = SpecBuilder::default()
+            .process(ProcessBuilder::default().args(vec!["/tools/run".to_string()]).build().unwrap())
+            .mounts(vec![volume])
+            .build()
+            .unwrap();
+        check_process_binary(&spec, root.path()).unwrap();
     }
 }

@@ -270,6 +270,22 @@ fn a_pods_cgroup_holds_its_sandbox_and_its_stats() {
 }
 
 #[test]
+fn an_app_containers_memory_limit_holds_in_a_pod_nobody_sized() {
+    // No kubelet here: the pod's cgroup has no limit, so the app container's limit sizes the
+    // sandbox's (its own use plus the limit), and going past it ends the pod's sandbox.
+    let cri = Cri::connect();
+    let mut pod = cri.run_pod("podoom", &[], true).expect("RunPodSandbox");
+    let resources = LinuxContainerResources { memory_limit_in_bytes: (64 * MIB) as i64, ..Default::default() };
+    let app = pod.run(&Spec { name: "app", image: DEBIAN, command: &["sleep", "600"], resources: Some(resources), ..Default::default() });
+    let r = pod.exec_sync(&app, &["python3", "-c", &alloc(16)], 30).expect("ExecSync");
+    assert_eq!(r.exit_code, 0, "well within the limit: {}", String::from_utf8_lossy(&r.stderr));
+    let _ = pod.exec_sync(&app, &["python3", "-c", &alloc(256)], 30);
+    assert!(pod.reaches(&app, ContainerState::ContainerExited), "the app container should have died with its sandbox");
+    let status = pod.status(&app);
+    assert_eq!((status.exit_code, status.reason.as_str()), (137, "OOMKilled"));
+}
+
+#[test]
 fn a_pod_cgroup_the_shim_made_goes_with_the_pod() {
     // crictl without a kubelet: a cgroup_parent nobody made. The shim makes it and removes it.
     let parent = format!("/{}", unique_id("b9nopod"));
