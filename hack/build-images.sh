@@ -97,8 +97,8 @@ docker_image() {
 debian() { docker_image bookworm beta9/debian python3-minimal,docker.io,iptables,ca-certificates; }
 # trixie: docker.io 26.1.5 (the CLI is its own package there) with runc 1.1.15.
 debian_trixie() { docker_image trixie beta9/debian-trixie python3-minimal,docker.io,docker-cli,iptables,ca-certificates; }
-# sid: docker.io 28.5.2 with runc 1.3, which refuses gVisor's /proc; crun, which the agent then
-# gives dockerd (README: "Docker inside the sandbox").
+# sid: docker.io 28.5.2 with runc 1.3, which refuses gVisor's /proc (the agent fails Start
+# saying so); crun is there for a user who chooses it (README: "Docker inside the sandbox").
 debian_sid() { docker_image sid beta9/debian-sid python3-minimal,docker.io,docker-cli,iptables,ca-certificates,crun; }
 
 mkdir -p "$BETA9_CACHE"

@@ -3,12 +3,13 @@
 # containerd with the real runsc, once per containerd version asked for (the first pass runs the
 # unit tests too). Installs what is missing first. Exits non-zero on any failure.
 #   hack/test.sh [--containerd V[,V...]] [cargo test arguments...]
-# V is 1.6, 1.7 or 2.1 (hack/env.sh); without the option, $BETA9_CONTAINERD or 1.6. CI (.ci/run)
-# runs `--containerd 1.6,2.1`. Without cargo test arguments, critest runs last (hack/critest.sh).
+# V is 1.6, 1.7 or 2.1 (hack/env.sh); without the option, $BETA9_CONTAINERD, else 1.6 (the
+# default) and 2.1, as CI (.ci/run) runs it. Without cargo test arguments, critest runs last
+# (hack/critest.sh).
 set -uo pipefail
 set -e
 cd "$(dirname "$0")/.."
-versions=${BETA9_CONTAINERD:-1.6}
+versions=${BETA9_CONTAINERD:-1.6,2.1}
 if [ "${1:-}" = --containerd ]; then
     versions=${2:?--containerd needs a version list, e.g. 1.6,2.1}
     shift 2
