@@ -535,6 +535,19 @@ impl SandboxCgroup {
         applied
     }
 
+    /// Removes the empty cgroup runsc makes for every app container (for cAdvisor's sake, even
+    /// under --ignore-cgroups), which its delete leaves behind when the sandbox is already gone.
+    pub fn remove_app_container_cgroup(&self, cgroups_path: &str) {
+        let Ok(path) = cgroupfs_path(cgroups_path, Path::new("/")) else { return };
+        if path.as_os_str().is_empty() || path == self.path {
+            return;
+        }
+        for root in self.layout.roots() {
+            // Empty or gone: anything else (a process in it) keeps it, as rmdir decides.
+            let _ = std::fs::remove_dir(root.join(&path));
+        }
+    }
+
     /// A pod's app container is gone: the sandbox's cgroup shrinks back.
     pub fn leave(&self, id: &str) {
         if self.limits.is_some() {
@@ -599,8 +612,11 @@ impl CgroupJoin {
     }
 }
 
+/// How long Update waits for a v1 cgroup's memory usage to fall below a new, lower limit.
+const MEMORY_SETTLE: Duration = Duration::from_secs(2);
+
 /// Update: `resources` is containerd's `LinuxResources` as JSON (what `typeurl` makes of it).
-pub fn update(c: &Container, resources: &[u8]) -> Result<()> {
+pub async fn update(c: &Container, resources: &[u8]) -> Result<()> {
     let r: LinuxResources = serde_json::from_slice(resources)
         .map_err(|e| Error::InvalidArgument(format!("Update: resources are not OCI LinuxResources: {e}")))?;
     let sandbox = c.sandbox();
@@ -613,7 +629,47 @@ pub fn update(c: &Container, resources: &[u8]) -> Result<()> {
         // One sandbox, one cgroup: an app container's new memory limit resizes the pod's.
         return cg.admit(c.id(), Some(&r));
     }
-    cg.update(&Limits::from(&r))
+    let limits = Limits::from(&r);
+    match cg.update(&limits) {
+        // v1 refuses (EBUSY) a memory limit below what the cgroup holds, and gVisor's sentry gives
+        // freed memory back to the host a moment after the workload frees it: wait for the
+        // kernel's word that the usage fell below the limit, then set it again.
+        Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) && !cg.is_v2() => {
+            let (Some(limit), Some(dir)) = (limits.memory, cg.layout.dir_of("memory", &cg.path)) else {
+                return Err(Error::Other("memory limit refused as busy".into()));
+            };
+            let waited = tokio::task::spawn_blocking(move || wait_usage_below(&dir, limit, MEMORY_SETTLE)).await;
+            if let Ok(Err(e)) = waited {
+                warn!("waiting for cgroup {} to free memory: {e}", cg.path());
+            }
+            cg.update(&limits)
+        }
+        other => other,
+    }
+}
+
+/// Waits until a v1 memory cgroup's usage is below `limit`, told by a threshold event
+/// (cgroup.event_control), for at most `within`.
+fn wait_usage_below(dir: &Path, limit: i64, within: Duration) -> io::Result<()> {
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+    let usage_file = dir.join("memory.usage_in_bytes");
+    let usage = std::fs::File::open(&usage_file)?;
+    // SAFETY: eventfd returns a new descriptor or -1, checked before it is owned.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if efd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    std::fs::write(dir.join("cgroup.event_control"), format!("{} {} {limit}", efd.as_raw_fd(), usage.as_raw_fd()))?;
+    // The event fires on a crossing only: below already, nothing is to come.
+    let now = || read(&usage_file).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(i64::MAX);
+    if now() < limit {
+        return Ok(());
+    }
+    let mut fds = [nix::poll::PollFd::new(efd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let ms = u16::try_from(within.as_millis()).unwrap_or(u16::MAX);
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).map_err(io::Error::from)?;
+    Ok(())
 }
 
 /// Removes cgroups this shim made (from the record, after a shim crash too), deepest first,

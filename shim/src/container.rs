@@ -74,6 +74,8 @@ pub struct Container {
     /// The sandbox cgroup's OOM kills when this container started: more at its exit, and a
     /// SIGKILL, mean the kernel's OOM killer ended it.
     oom_kills_at_start: u64,
+    /// The spec's cgroup, which runsc makes (empty) for an app container.
+    cgroups_path: Option<String>,
 }
 
 struct Exec {
@@ -119,6 +121,7 @@ impl Container {
             None => None,
         };
 
+        let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned());
         let result = async {
             let original = spec.clone();
             let read_only = req.bundle.mount_rootfs(&req.rootfs).await?;
@@ -226,12 +229,16 @@ impl Container {
                     exec_seccomp,
                     exec_seq: 0,
                     oom_kills_at_start: 0,
+                    cgroups_path,
                 })
             }
             Err(e) => {
                 req.bundle.destroy(&runsc, &req.id, Ended::Unknown).await;
                 if let Some(cg) = sandbox.cgroup().filter(|_| !boots) {
                     cg.leave(&req.id);
+                    if let Some(path) = &cgroups_path {
+                        cg.remove_app_container_cgroup(path);
+                    }
                 }
                 Err(e)
             }
@@ -486,6 +493,9 @@ impl Container {
         self.bundle.destroy(&self.runsc, &self.id, if ended { Ended::ByItself } else { Ended::Unknown }).await;
         if let Some(cg) = self.sandbox.cgroup().filter(|_| !self.is_first()) {
             cg.leave(&self.id);
+            if let Some(path) = &self.cgroups_path {
+                cg.remove_app_container_cgroup(path);
+            }
         }
         self.init.io = ProcessIo::default();
         self.execs.clear();

@@ -444,7 +444,7 @@ impl TaskService {
         let shared = self.get(&req.id)?;
         let c = shared.lock().await;
         let resources = req.resources.as_ref().map(|a| a.value.as_slice()).unwrap_or_default();
-        crate::cgroup::update(&c, resources)
+        crate::cgroup::update(&c, resources).await
     }
 
     pub async fn task_shutdown(&self) -> Result<()> {

@@ -249,7 +249,12 @@ fn mounts_at(path: &std::path::Path) -> Vec<(String, bool)> {
 }
 
 fn bundle_rootfs(id: &str) -> std::path::PathBuf {
-    let state = std::path::Path::new(&address()).parent().unwrap().join("state/io.containerd.runtime.v2.task");
+    // hack/containerd.sh: each version but the default has a state directory of its own.
+    let state = match std::env::var("BETA9_CONTAINERD").ok().filter(|v| v != "1.6") {
+        Some(v) => format!("state-{v}"),
+        None => "state".to_string(),
+    };
+    let state = std::path::Path::new(&address()).parent().unwrap().join(state).join("io.containerd.runtime.v2.task");
     state.join(NAMESPACE).join(id).join("rootfs")
 }
 
