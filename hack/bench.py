@@ -58,13 +58,16 @@ def remove(cid):
         for pid, args in processes():
             if "runsc" in args[0] and args[-1] == cid:
                 subprocess.run(["kill", "-9", str(pid)])
-        for _ in range(3):
+        for attempt in range(5):
             p = ctr("task", "rm", cid, check=False)
             if p.returncode == 0 or "not found" in p.stderr:
                 break
+            # Often the next try succeeds as it is; if not, the file goes back.
             missing = re.search(r'failed to delete filestore file "([^"]+)"', p.stderr)
-            if missing and os.path.isdir(os.path.dirname(missing.group(1))):
+            if attempt > 0 and missing and os.path.isdir(os.path.dirname(missing.group(1))):
                 open(missing.group(1), "a").close()
+        else:
+            print(f"bench: the peer's task {cid} could not be removed: {p.stderr.strip()}", file=sys.stderr)
     ctr("containers", "rm", cid, check=False)
 
 
@@ -237,7 +240,8 @@ def shim_memory(n, tag):
     """RSS of one shim, and of n shims, each serving one running sandbox: ours, then the peer."""
     out = {}
     for name, rt in (("ours", OURS), ("peer", PEER)):
-        ids = [f"bench-{tag}-mem-{name}-{i}" for i in range(n)]
+        # Same width: the peer's runsc resolves ids by prefix in its one root (x-1 vs x-10).
+        ids = [f"bench-{tag}-mem-{name}-{i:03d}" for i in range(n)]
         try:
             for cid in ids:
                 ctr("run", "-d", *rt, BUSYBOX, cid, "sleep", "3600")
