@@ -283,7 +283,8 @@ impl Supervisor {
                 "{} is runc {}.{}.{}, which refuses gVisor's /proc (runc 1.2 and later require its root inode to be 1, \
                  and this gVisor's is not), so every nested container would fail (`unsafe procfs detected`); \
                  use an image whose runc is older than 1.2 (Debian trixie's docker.io comes with runc 1.1.15), \
-                 or choose dockerd's runtime yourself with --default-runtime in io.beta9.sandbox.docker.args",
+                 or run them with crun: an /etc/docker/daemon.json whose default-runtime is crun with runtimeArgs \
+                 [\"--cgroup-manager=disabled\"] (gVisor has no blkio cgroup), and nested containers on --network host",
                 runc.display(),
                 v.0,
                 v.1,

@@ -131,8 +131,27 @@ fn sid_runc_1_3_fails_start_naming_the_procfs_check_and_the_way_out() {
     let mut cmd = ctr();
     cmd.args(["run", "-d", "--runtime", RUNTIME, "--annotation", DOCKER, DEBIAN_SID, &c.id]);
     let r = run_cmd(&mut cmd, None);
-    r.assert_refused(&["/usr/sbin/runc is runc 1.3.6", "refuses gVisor's /proc", "older than 1.2", "--default-runtime"]);
+    r.assert_refused(&["/usr/sbin/runc is runc 1.3.6", "refuses gVisor's /proc", "older than 1.2", "default-runtime is crun"]);
     assert!(c.sandbox_cmdline().is_none(), "the sandbox should be torn down");
+}
+
+#[test]
+fn sid_docker_28_with_crun_runs_nested_containers_on_the_host_network() {
+    // The way out the refusal names: crun, without cgroups, as dockerd's default runtime.
+    let (dir, tar) = busybox_tar();
+    let config = dir.join("daemon.json");
+    let json = r#"{"runtimes": {"crun": {"path": "/usr/bin/crun", "runtimeArgs": ["--cgroup-manager=disabled"]}}, "default-runtime": "crun"}"#;
+    std::fs::write(&config, json).unwrap();
+    let mounts = [
+        format!("type=bind,src={},dst=/etc/docker/daemon.json,options=rbind:ro", config.display()),
+        format!("type=bind,src={},dst=/images/busybox.tar,options=rbind:ro", tar.display()),
+    ];
+    let c = docker_sandbox_of(DEBIAN_SID, "dockercrun", &["--mount", &mounts[0], "--mount", &mounts[1]]);
+    let i = c.exec("import", &["docker", "import", "/images/busybox.tar", "nested-busybox"], None);
+    assert_eq!(i.code, 0, "{}{}", i.stdout, i.stderr);
+    let r = c.exec("run", &["docker", "run", "--rm", "--network", "host", "nested-busybox", "/bin/busybox", "echo", "hello"], None);
+    assert_eq!((r.code, r.stdout.trim()), (0, "hello"), "{}", r.stderr);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// sid's dockerd 28 with trixie's runc 1.1.15 mounted over its own.
