@@ -227,6 +227,18 @@ impl Sandbox {
         self.network.release().await;
     }
 
+    /// After its last container is gone: whatever runsc left in the sandbox's root (the state
+    /// and lock of an app container whose `runsc delete` failed as its sandbox had died) is
+    /// garbage now, as every process of the sandbox is gone.
+    pub fn remove_runsc_root(&self) {
+        let root = &self.runsc.flags.root;
+        if let Err(e) = std::fs::remove_dir_all(root) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("remove runsc root {}: {e}", root.display());
+            }
+        }
+    }
+
     /// Removes the cgroups the shim made for the sandbox. Again after its last container is
     /// gone: a pod cgroup the shim made holds runsc's app container cgroups until then.
     pub async fn release_cgroup(&self) {

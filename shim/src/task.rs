@@ -336,6 +336,9 @@ impl TaskService {
             if !sandbox.is_first(&req.id) {
                 sandbox.release_cgroup().await;
             }
+            if sandbox.is_pod() {
+                sandbox.remove_runsc_root();
+            }
             *self.sandbox.lock().unwrap() = None;
         }
         let (exit_status, exited_at) = exit_fields(exit);
