@@ -102,7 +102,7 @@ impl Layout {
 }
 
 /// Mount points escape spaces and the like as octal (`\040`).
-fn unescape(s: &str) -> PathBuf {
+pub(crate) fn unescape(s: &str) -> PathBuf {
     let mut out = Vec::new();
     let b = s.as_bytes();
     let mut i = 0;
@@ -634,9 +634,9 @@ pub async fn update(c: &Container, resources: &[u8]) -> Result<()> {
         // v1 refuses (EBUSY) a memory limit below what the cgroup holds, and gVisor's sentry gives
         // freed memory back to the host a moment after the workload frees it: wait for the
         // kernel's word that the usage fell below the limit, then set it again.
-        Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) && !cg.is_v2() => {
+        Err(Error::Io { source, context }) if source.raw_os_error() == Some(libc::EBUSY) && !cg.is_v2() => {
             let (Some(limit), Some(dir)) = (limits.memory, cg.layout.dir_of("memory", &cg.path)) else {
-                return Err(Error::Other("memory limit refused as busy".into()));
+                return Err(Error::Io { source, context });
             };
             let waited = tokio::task::spawn_blocking(move || wait_usage_below(&dir, limit, MEMORY_SETTLE)).await;
             if let Ok(Err(e)) = waited {

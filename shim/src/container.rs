@@ -134,8 +134,10 @@ impl Container {
                 spec::drop_seccomp(&mut spec);
             }
             // runsc's gofer serves a read-only bind whole, submounts included; runc leaves theirs as they are.
-            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(Error::io("read /proc/self/mountinfo"))?;
-            spec::split_readonly_bind_submounts(&mut spec, &mountinfo);
+            if spec::has_readonly_rbind(&spec) {
+                let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(Error::io("read /proc/self/mountinfo"))?;
+                spec::split_readonly_bind_submounts(&mut spec, &mountinfo);
+            }
             spec::mount_masked_and_readonly_paths(&mut spec, &rootfs)?;
             // runsc 20240729 installs a profile's filter on the init only (with --oci-seccomp), and
             // answers every SCMP_ACT_ERRNO with EPERM whatever its errnoRet (so clone3's ENOSYS,
@@ -158,7 +160,7 @@ impl Container {
                 }
                 None => false,
             };
-            let terminal_changed = spec::match_terminal(&mut spec, req.stdio.terminal);
+            spec::match_terminal(&mut spec, req.stdio.terminal);
             if agent {
                 let agent = contract::args::AgentArgs {
                     keepalive: annotations.keepalive,
@@ -167,7 +169,6 @@ impl Container {
                 };
                 spec::inject_agent(&mut spec, &agent_binary, &agent)?;
             }
-            let _ = terminal_changed;
             if spec != original {
                 spec::save(&spec, req.bundle.path())?;
             }

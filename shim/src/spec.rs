@@ -249,9 +249,7 @@ pub fn split_readonly_bind_submounts(spec: &mut Spec, mountinfo: &str) {
     let host_mounts = mount_points(mountinfo);
     let mut out = Vec::with_capacity(mounts.len());
     for m in mounts.drain(..) {
-        let opts = m.options().clone().unwrap_or_default();
-        let has = |o: &str| opts.iter().any(|x| x == o);
-        let split = has("rbind") && has("ro") && !has("rro");
+        let split = is_readonly_rbind(&m);
         let source = m.source().clone();
         let destination = m.destination().clone();
         out.push(m);
@@ -273,15 +271,26 @@ pub fn split_readonly_bind_submounts(spec: &mut Spec, mountinfo: &str) {
     *mounts = out;
 }
 
+/// Whether the spec has a read-only recursive bind, whose submounts `split_readonly_bind_submounts`
+/// must look up (so the host's mount table is read only then).
+pub fn has_readonly_rbind(spec: &Spec) -> bool {
+    spec.mounts().as_deref().unwrap_or_default().iter().any(is_readonly_rbind)
+}
+
+fn is_readonly_rbind(m: &oci_spec::runtime::Mount) -> bool {
+    let opts = m.options().as_deref().unwrap_or_default();
+    let has = |o: &str| opts.iter().any(|x| x == o);
+    has("rbind") && has("ro") && !has("rro")
+}
+
 /// Mount points and whether each is read-only, from /proc/self/mountinfo.
 fn mount_points(mountinfo: &str) -> Vec<(PathBuf, bool)> {
-    let unescape = |s: &str| s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\");
     mountinfo
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             let (point, options) = (f.get(4)?, f.get(5)?);
-            Some((PathBuf::from(unescape(point)), options.split(',').any(|o| o == "ro")))
+            Some((crate::cgroup::unescape(point), options.split(',').any(|o| o == "ro")))
         })
         .collect()
 }
