@@ -128,6 +128,7 @@ TOML
 start() {
     install_bins
     mkdir -p "$BETA9_DEV" "$BETA9_DEV_ROOT"
+    netns_dir_shared
     network_up
     if running; then
         local was; was=$(cat "$BETA9_DEV/containerd.version" 2>/dev/null || echo 1.6)

@@ -24,7 +24,11 @@ log=$(mktemp)
 # The suite's script leaves its CNI bridge (cni-critest0, with its address) when it stops: it goes too.
 trap 'rm -f "$log"; "$suite" stop >/dev/null 2>&1 || true; ip link del cni-critest0 2>/dev/null || true' EXIT
 start=$(date +%s)
-CRITEST_SHIM_PATH=$shimbin "$suite" beta9 "$@" 2>&1 | tee "$log" || true
+# Through a file shown as it grows, not a pipe: a stray process holding a pipe would keep this waiting.
+CRITEST_SHIM_PATH=$shimbin "$suite" beta9 "$@" >"$log" 2>&1 &
+suite_pid=$!
+tail -n +1 -s 0.2 -f --pid=$suite_pid "$log"
+wait $suite_pid || true
 echo "critest.sh: the suite took $(( $(date +%s) - start )) s"
 summary=$(grep -E '^critest beta9: [0-9]+ passed' "$log" | tail -n 1 || true)
 [ -n "$summary" ] || { echo "critest.sh: the suite gave no summary" >&2; exit 1; }

@@ -22,3 +22,14 @@ case $BETA9_CONTAINERD in
 esac
 export BETA9_CONTAINERD PATH
 ctr_() { ctr --address "$CONTAINERD_ADDRESS" "$@"; }
+
+# Where network namespaces live, made a shared mount point of its own before any pod's namespace
+# is mounted in it: iproute2's first `ip netns add` on a machine bind-mounts /run/netns over
+# itself, and done later that mount hides the pods' namespace mounts under it, so containerd can
+# no longer remove them (RemovePodSandbox: "unlinkat /run/netns/cni-...: device or resource busy").
+# Shared, an unmount through any later bind of it reaches the mount underneath.
+netns_dir_shared() {
+    mkdir -p /run/netns
+    mountpoint -q /run/netns || mount --bind /run/netns /run/netns
+    mount --make-shared /run/netns
+}

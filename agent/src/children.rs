@@ -196,6 +196,18 @@ pub fn exec_failure_code(e: &io::Error) -> i32 {
 /// glibc's POSIX_SPAWN_SETSID, which nix does not name.
 const POSIX_SPAWN_SETSID: i32 = 0x80;
 
+/// Gives the calling process default dispositions for every signal and an empty mask, right
+/// before it execs a program that must not inherit the agent's (posix_spawn does it for children).
+pub fn reset_signals() {
+    use nix::libc;
+    // Real-time signals too: nix names only the standard ones.
+    for sig in (1..=libc::SIGRTMAX()).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+        // SAFETY: installs SIG_DFL, so no handler code runs; glibc refuses its internal signals.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
 /// Starts `argv` with a clean signal state. posix_spawn, not fork: glibc spawns with
 /// CLONE_VM|CLONE_VFORK, which in gVisor skips building a copy of the agent's address space
 /// (a fork and exec of `true` cost about 15 ms more that way), and it reports exec failures.
@@ -234,10 +246,9 @@ fn spawn(argv: &[String], detach: Detach, output: Option<RawFd>) -> io::Result<i
     }
     attr.set_flags(flags)?;
     attr.set_sigmask(&SigSet::empty())?;
-    // Rust ignores SIGPIPE at startup, and an ignored disposition survives exec.
-    let mut default = SigSet::empty();
-    default.add(Signal::SIGPIPE);
-    attr.set_sigdefault(&default)?;
+    // Every signal back to its default, as init systems do: an ignored disposition survives exec
+    // (Rust ignores SIGPIPE at startup, `nohup` SIGHUP), and a shell cannot trap one it started with.
+    attr.set_sigdefault(&SigSet::all())?;
     let mut actions = PosixSpawnFileActions::init()?;
     if detach == Detach::Session {
         // Daemons and helpers must not hold the workload's stdin (a terminal, or a client's pipe).

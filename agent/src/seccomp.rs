@@ -8,7 +8,7 @@ use std::{ffi::CString, os::unix::ffi::OsStrExt};
 use nix::libc;
 
 use crate::{
-    children::{exec_failure_code, find_in_path, DEFAULT_PATH},
+    children::{exec_failure_code, find_in_path, reset_signals, DEFAULT_PATH},
     say,
 };
 
@@ -56,6 +56,8 @@ pub fn exec(args: &[String]) -> i32 {
             return 126;
         }
     }
+    // The command starts as runc's would: this wrapper is a Rust program, which ignores SIGPIPE.
+    reset_signals();
     match nix::unistd::execv(&binary, &argv) {
         Ok(never) => match never {},
         Err(e) => {

@@ -13,10 +13,14 @@
 
 use std::{
     ffi::CString,
+    fs::File,
     io,
-    os::unix::{fs::MetadataExt, process::CommandExt},
+    os::unix::{
+        fs::{MetadataExt, OpenOptionsExt},
+        process::CommandExt,
+    },
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use log::{debug, info, warn};
@@ -72,8 +76,11 @@ struct Snapshot {
 
 pub struct Netns {
     mode: Network,
-    /// The namespace runsc joins with `sandbox`.
+    /// The namespace runsc joins with `sandbox`: its path, and the namespace itself, held from
+    /// Create on so that what the shim reads and puts back is that one, whatever is mounted at
+    /// the path later (a later bind mount of /run/netns hides the pod's mount under it).
     path: Option<PathBuf>,
+    ns: Option<Arc<File>>,
     hide_proc_sys_net: bool,
     taken: Mutex<Option<Snapshot>>,
 }
@@ -90,10 +97,16 @@ impl Netns {
         }
         let path = spec_netns(spec).flatten().filter(|_| mode == Network::Sandbox);
         let mut hide_proc_sys_net = false;
+        let mut held = None;
         if let Some(path) = &path {
-            let ns = std::fs::metadata(path).map_err(|e| {
-                Error::InvalidArgument(format!("the spec's network namespace {} cannot be used: {e}", path.display()))
-            })?;
+            let cannot = |e: io::Error| Error::InvalidArgument(format!("the spec's network namespace {} cannot be used: {e}", path.display()));
+            // Non-blocking: a FIFO at the path must not hang the shim.
+            let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(cannot)?;
+            let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| cannot(e.into()))?;
+            if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+                return Err(cannot(io::Error::other("it is not a namespace")));
+            }
+            let ns = file.metadata().map_err(cannot)?;
             // The shim runs in the host's namespace, as containerd does.
             let host = std::fs::metadata("/proc/self/ns/net").map_err(Error::io("stat /proc/self/ns/net"))?;
             if (ns.dev(), ns.ino()) == (host.dev(), host.ino()) {
@@ -102,10 +115,12 @@ impl Netns {
                     path.display()
                 )));
             }
-            hide_proc_sys_net = runsc_mistakes_namespaces(runsc, &config.runsc.root) && looks_like_host(path).await;
+            let file = Arc::new(file);
+            hide_proc_sys_net = runsc_mistakes_namespaces(runsc, &config.runsc.root) && looks_like_host(file.clone()).await;
             debug!("netns {}: hide /proc/sys/net from runsc start: {hide_proc_sys_net}", path.display());
+            held = Some(file);
         }
-        Ok(Netns { mode, path, hide_proc_sys_net, taken: Mutex::new(None) })
+        Ok(Netns { mode, path, ns: held, hide_proc_sys_net, taken: Mutex::new(None) })
     }
 
     pub fn mode(&self) -> Network {
@@ -119,8 +134,8 @@ impl Netns {
 
     /// Notes what runsc will take from the namespace, before it runs.
     pub async fn prepare(&self) -> Result<()> {
-        let Some(path) = self.path.clone() else { return Ok(()) };
-        let snapshot = in_netns(path.clone(), snapshot)
+        let (Some(path), Some(ns)) = (&self.path, &self.ns) else { return Ok(()) };
+        let snapshot = in_netns(ns.clone(), snapshot)
             .await
             .map_err(|e| Error::Other(format!("read the addresses of network namespace {}: {e}", path.display())))?;
         info!("netns {}: {} addresses, {} routes before the sandbox", path.display(), snapshot.addresses.len(), snapshot.routes.len());
@@ -128,27 +143,21 @@ impl Netns {
         Ok(())
     }
 
-    /// Puts back what runsc took, once the sandbox is gone; a namespace or interface that is
-    /// gone too (CNI's DEL) needs nothing.
+    /// Puts back what runsc took, once the sandbox is gone; an interface that is gone too
+    /// (CNI's DEL) needs nothing.
     pub async fn release(&self) {
-        let (Some(path), Some(snapshot)) = (self.path.clone(), self.taken.lock().unwrap().take()) else { return };
-        if !path.exists() {
-            return;
-        }
-        if let Err(e) = in_netns(path.clone(), move || restore(snapshot)).await {
+        let (Some(path), Some(ns), Some(snapshot)) = (&self.path, &self.ns, self.taken.lock().unwrap().take()) else { return };
+        if let Err(e) = in_netns(ns.clone(), move || restore(snapshot)).await {
             warn!("netns {}: putting its addresses back: {e}", path.display());
         }
     }
 }
 
-/// Runs `f` on a thread of its own inside the namespace at `path`.
-async fn in_netns<T: Send + 'static>(path: PathBuf, f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+/// Runs `f` on a thread of its own inside the namespace `ns`.
+async fn in_netns<T: Send + 'static>(ns: Arc<File>, f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("netns".into()).spawn(move || {
-        let r = std::fs::File::open(&path).and_then(|ns| {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            f()
-        });
+        let r = nix::sched::setns(&*ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from).and_then(|()| f());
         let _ = tx.send(r);
     })?;
     rx.await.map_err(|_| io::Error::other("the netns thread panicked"))?
@@ -256,10 +265,10 @@ fn runsc_mistakes_namespaces(runsc: &Path, cache_dir: &Path) -> bool {
     old
 }
 
-/// Whether the namespace at `path` shows what this runsc takes for the host's namespace.
-async fn looks_like_host(path: &Path) -> bool {
+/// Whether the namespace `ns` shows what this runsc takes for the host's namespace.
+async fn looks_like_host(ns: Arc<File>) -> bool {
     let mark = std::str::from_utf8(OLD_ROOT_MARK).unwrap_or_default().to_string();
-    in_netns(path.to_path_buf(), move || Ok(Path::new(&mark).exists())).await.unwrap_or(false)
+    in_netns(ns, move || Ok(Path::new(&mark).exists())).await.unwrap_or(false)
 }
 
 fn hash(s: &str) -> u64 {
@@ -329,6 +338,15 @@ mod tests {
         assert!(e.to_string().contains("is the host's"), "{e}");
         let e = Netns::plan(&spec_with_netns(Some(Some("/var/run/netns/nope-beta9"))), &config, Path::new("runsc")).await.err().unwrap();
         assert!(e.to_string().contains("/var/run/netns/nope-beta9") && e.to_string().contains("cannot be used"), "{e}");
+        // A file or a FIFO at the path is no namespace, and does not hang the shim.
+        let dir = tempfile::tempdir().unwrap();
+        let (file, fifo) = (dir.path().join("file"), dir.path().join("fifo"));
+        std::fs::write(&file, "").unwrap();
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        for p in [&file, &fifo] {
+            let e = Netns::plan(&spec_with_netns(Some(Some(p.to_str().unwrap()))), &config, Path::new("runsc")).await.err().unwrap();
+            assert!(e.to_string().contains("it is not a namespace"), "{e}");
+        }
         let none = Netns::plan(&spec_with_netns(Some(None)), &config, Path::new("runsc")).await.unwrap();
         assert_eq!((none.mode(), none.needs_private_proc_sys_net()), (Network::None, false));
     }

@@ -80,6 +80,36 @@ pub fn run_cmd(cmd: &mut Command, stdin: Option<&str>) -> Run {
     }
 }
 
+/// A process the test started and that runs until the test stops it: killed when dropped, so a
+/// failing test leaves nothing running (nothing that holds the test runner's output open).
+pub struct Spawned(Option<std::process::Child>);
+
+impl Spawned {
+    pub fn new(cmd: &mut Command) -> Spawned {
+        Spawned(Some(cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))))
+    }
+
+    pub fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("a running process")
+    }
+
+    /// Kills it and returns what it wrote to its piped stdout and stderr.
+    pub fn kill_and_output(mut self) -> Output {
+        let mut child = self.0.take().expect("a running process");
+        let _ = child.kill();
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A container of the test; on drop it is killed and removed, and nothing of it may remain.
 pub struct Container {
     pub id: String,

@@ -144,7 +144,7 @@ fn output_to_a_plain_file() {
 #[test]
 fn events_come_in_order_and_exec_exits_precede_the_inits() {
     let c = Container::new("events");
-    let mut events = ctr().args(["events"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let events = Spawned::new(ctr().args(["events"]).stdout(std::process::Stdio::piped()));
     // `ctr events` subscribes asynchronously: wait until it sees an event of ours.
     let probe = Container::new("events-probe");
     assert!(eventually(PROMPT, || probe.run(BUSYBOX, &[], &["true"], None).code == 0));
@@ -155,8 +155,7 @@ fn events_come_in_order_and_exec_exits_precede_the_inits() {
     assert_eq!(run_cmd(&mut detached, None).code, 0);
     assert_eq!(c.task(&["kill", "-s", "SIGKILL", &c.id]).code, 0);
     assert_eq!(c.wait_exit(), 137);
-    let _ = events.kill();
-    let out = events.wait_with_output().unwrap();
+    let out = events.kill_and_output();
     let text = String::from_utf8_lossy(&out.stdout);
     let ours: Vec<String> = text
         .lines()
