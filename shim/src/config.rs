@@ -9,10 +9,11 @@ use std::{
 
 use serde::Deserialize;
 
+use contract::args::Network;
+
 use crate::{
     annotations::{self, DockerAnnotations, SandboxAnnotations},
     error::{Error, Result},
-    runsc::Network,
 };
 
 pub const DEFAULT_PATH: &str = "/etc/containerd/beta9-sandbox.toml";

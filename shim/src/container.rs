@@ -1,11 +1,11 @@
 //! One container of a sandbox: its init, its execs and their stdio, and the runsc calls that
 //! change them. What belongs to the whole sandbox (runsc's flags, pause, network, cgroup) is
-//! its `Sandbox`'s.
+//! its `Sandbox`'s, which hands each container what it needs (`Placement`, `SandboxSide`).
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, path::PathBuf, time::Duration};
 
 use log::info;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxResources, Spec};
 use tokio::sync::oneshot;
 
 use crate::{
@@ -17,7 +17,6 @@ use crate::{
     process::{Exit, Process, Status},
     reaper::Reaper,
     runsc::{ProcessStdio, PsEntry, Runsc},
-    sandbox::{Sandbox, State},
     spec::{self, Role},
     stdio::{ProcessIo, StdioPaths},
 };
@@ -33,12 +32,31 @@ pub struct CreateRequest {
     pub role: Role,
 }
 
+/// Where a container goes in its sandbox.
+pub struct Placement {
+    /// How runsc runs it: the sandbox's flags, the container's own log.
+    pub runsc: Runsc,
+    /// It boots the sandbox (a container of its own, or a pod's pause), which ends with it.
+    pub boots: bool,
+    /// The sandbox is a pod's.
+    pub pod: bool,
+    /// The cgroups the shim makes for the sandbox, recorded before runsc runs (booting only).
+    pub cgroups: Vec<PathBuf>,
+}
+
+/// The sandbox's part in a container's Create, which the container does not know.
+pub trait SandboxSide: Sync {
+    /// Right before `runsc create`: for the container that boots the sandbox its network and
+    /// cgroup, for a pod's app container its share of the pod's cgroup.
+    fn before_runsc_create(&self, id: &str, resources: Option<&LinuxResources>) -> impl Future<Output = Result<()>> + Send;
+    /// Why runsc could not create the container, where the sandbox knows better (its limits).
+    fn explain(&self, id: &str, e: Error) -> Error;
+}
+
 /// What State reports of one process.
 pub struct ProcessView {
     pub pid: u32,
     pub status: Status,
-    /// Frozen with its sandbox.
-    pub paused: bool,
     pub stdio: StdioPaths,
     pub exit: Option<Exit>,
 }
@@ -54,7 +72,10 @@ pub struct ProcessEntry {
 pub struct Container {
     id: String,
     bundle: Bundle,
-    sandbox: Arc<Sandbox>,
+    /// It booted its sandbox, which ends with it.
+    boots: bool,
+    /// Its sandbox is a pod's.
+    pod: bool,
     /// The sandbox's runsc, logging to this container's bundle.
     runsc: Runsc,
     init: Process,
@@ -85,12 +106,13 @@ struct Exec {
 }
 
 impl Container {
-    /// Creates the container in `sandbox`: the sandbox's first container boots it (`runsc
-    /// create` of a new sandbox), a pod's app container joins it. Whatever fails, nothing of the
-    /// container is left; the caller releases a sandbox that never booted.
+    /// Creates the container where `placement` puts it: the sandbox's first container boots it
+    /// (`runsc create` of a new sandbox), a pod's app container joins it. Whatever fails, nothing
+    /// of the container is left; the caller releases what its sandbox did for it.
     pub async fn create(
         req: CreateRequest,
-        sandbox: &Arc<Sandbox>,
+        placement: Placement,
+        sandbox: &impl SandboxSide,
         config: &Config,
         annotations: &SandboxAnnotations,
     ) -> Result<Container> {
@@ -109,8 +131,7 @@ impl Container {
                 crate::annotations::AGENT
             )));
         }
-        let boots = sandbox.is_first(&req.id);
-        let mut runsc = sandbox.runsc_for(&req.id, req.bundle.path());
+        let Placement { mut runsc, boots, pod, cgroups } = placement;
         let rootfs = req.bundle.path().join(spec.root().as_ref().map(|r| r.path().clone()).unwrap_or("rootfs".into()));
         let poststop_hooks = spec.hooks().as_ref().and_then(|h| h.poststop().as_ref()).is_some_and(|p| !p.is_empty());
         // Pod annotations reach the pause too: there they only shape the sandbox (runsc's
@@ -173,7 +194,6 @@ impl Container {
                 spec::save(&spec, req.bundle.path())?;
             }
             let root = runsc.flags.root.clone();
-            let cgroups = sandbox.cgroup().filter(|_| boots).map(|cg| cg.created_paths()).unwrap_or_default();
             req.bundle.write_record(&Record { binary: runsc.binary.clone(), root: root.clone(), cgroups })?;
             std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
             let (child_stdio, mut io) = ProcessIo::open(&req.stdio)?;
@@ -182,21 +202,11 @@ impl Container {
                 (false, false) => (ProcessStdio::null(), Some(child_stdio)),
                 _ => (child_stdio, None),
             };
-            if boots {
-                sandbox.network().prepare().await?;
-                if let Some(cg) = sandbox.cgroup() {
-                    cg.create()?;
-                }
-            } else if let Some(cg) = sandbox.cgroup() {
-                cg.admit(&req.id, spec.linux().as_ref().and_then(|l| l.resources().as_ref()))?;
-            }
+            sandbox.before_runsc_create(&req.id, spec.linux().as_ref().and_then(|l| l.resources().as_ref())).await?;
             let mark = Reaper::get().mark();
             let pid_file = req.bundle.init_pid_file();
             let created = runsc.create(&req.id, req.bundle.path(), &pid_file, create_stdio).await;
-            created.map_err(|e| match sandbox.cgroup().filter(|_| boots) {
-                Some(cg) => cg.explain(e),
-                None => e,
-            })?;
+            created.map_err(|e| sandbox.explain(&req.id, e))?;
             let pid = req.bundle.init_pid();
             if !boots {
                 // runsc wrote the sandbox's pid: gone before anything can fail, so no teardown of
@@ -219,7 +229,8 @@ impl Container {
                 Ok(Container {
                     id: req.id,
                     bundle: req.bundle,
-                    sandbox: sandbox.clone(),
+                    boots,
+                    pod,
                     runsc,
                     init,
                     execs: HashMap::new(),
@@ -235,12 +246,6 @@ impl Container {
             }
             Err(e) => {
                 req.bundle.destroy(&runsc, &req.id, Ended::Unknown).await;
-                if let Some(cg) = sandbox.cgroup().filter(|_| !boots) {
-                    cg.leave(&req.id);
-                    if let Some(path) = &cgroups_path {
-                        cg.remove_app_container_cgroup(path);
-                    }
-                }
                 Err(e)
             }
         }
@@ -254,13 +259,14 @@ impl Container {
         &self.bundle
     }
 
-    pub fn sandbox(&self) -> &Arc<Sandbox> {
-        &self.sandbox
-    }
-
     /// Whether this container booted its sandbox, which ends with it.
     pub fn is_first(&self) -> bool {
-        self.sandbox.is_first(&self.id)
+        self.boots
+    }
+
+    /// The spec's cgroup, which runsc makes (empty) for a pod's app container.
+    pub fn cgroups_path(&self) -> Option<&str> {
+        self.cgroups_path.as_deref()
     }
 
     pub fn runsc(&self) -> &Runsc {
@@ -268,9 +274,10 @@ impl Container {
     }
 
     /// Starts the init; returns its host pid and its exit, for the caller to watch.
-    pub async fn start(&mut self) -> Result<(u32, oneshot::Receiver<i32>)> {
+    /// `oom_kills` is the sandbox cgroup's count now, which its exit is compared with.
+    pub async fn start(&mut self, oom_kills: u64) -> Result<(u32, oneshot::Receiver<i32>)> {
         self.init.can_start()?;
-        self.oom_kills_at_start = self.sandbox.cgroup().map(|cg| cg.oom_kills()).unwrap_or(0);
+        self.oom_kills_at_start = oom_kills;
         self.runsc.start(&self.id, self.start_stdio.take()).await?;
         let exit = match self.init_exit.take() {
             Some(exit) => exit,
@@ -319,7 +326,6 @@ impl Container {
         Ok(ProcessView {
             pid: p.pid,
             status: p.status,
-            paused: self.sandbox.is_paused(),
             stdio: p.stdio.clone(),
             exit: p.exit(),
         })
@@ -370,14 +376,15 @@ impl Container {
         self.process(exec_id)?.io.resize(width, height)
     }
 
-    pub fn add_exec(&mut self, exec_id: &str, stdio: StdioPaths, spec: Vec<u8>) -> Result<()> {
+    /// Adds an exec; `paused` is whether the sandbox is paused, which refuses it.
+    pub fn add_exec(&mut self, exec_id: &str, stdio: StdioPaths, spec: Vec<u8>, paused: bool) -> Result<()> {
         if self.execs.contains_key(exec_id) {
             return Err(Error::AlreadyExists(format!("exec {exec_id} already exists in {}", self.id)));
         }
         if self.init.status != Status::Running {
             return Err(Error::FailedPrecondition(format!("container {} is not running", self.id)));
         }
-        if self.sandbox.is_paused() {
+        if paused {
             return Err(Error::FailedPrecondition(format!("container {} is paused", self.id)));
         }
         let spec = spec::exec_process(&spec, stdio.terminal, self.exec_seccomp)?;
@@ -385,9 +392,9 @@ impl Container {
         Ok(())
     }
 
-    /// Starts an exec; returns its host pid and its exit.
-    pub async fn start_exec(&mut self, exec_id: &str) -> Result<(u32, oneshot::Receiver<i32>)> {
-        if self.sandbox.is_paused() {
+    /// Starts an exec; returns its host pid and its exit. A paused sandbox refuses it.
+    pub async fn start_exec(&mut self, exec_id: &str, paused: bool) -> Result<(u32, oneshot::Receiver<i32>)> {
+        if paused {
             return Err(Error::FailedPrecondition(format!("container {} is paused", self.id)));
         }
         self.exec_seq += 1;
@@ -441,9 +448,13 @@ impl Container {
         self.execs.get_mut(exec_id).ok_or_else(|| not_found(exec_id))
     }
 
-    /// Signals a process. A paused sandbox is resumed first (runsc refuses to signal it; runc's
-    /// shim kills paused tasks): returns whether it had to be.
-    pub async fn kill(&mut self, exec_id: &str, signal: u32, all: bool) -> Result<bool> {
+    /// Whether a process runs (a signal for it needs its sandbox running).
+    pub fn is_running(&self, exec_id: &str) -> Result<bool> {
+        Ok(self.process(exec_id)?.status == Status::Running)
+    }
+
+    /// Signals a process; its sandbox is not paused (runsc refuses to signal a paused one).
+    pub async fn kill(&mut self, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         let (status, internal) = {
             let p = self.process(exec_id)?;
             (p.status, p.internal_pid)
@@ -454,23 +465,18 @@ impl Container {
             Status::Created if exec_id.is_empty() => {
                 self.runsc.delete(&self.id).await?;
                 self.init.set_exited(contract::signaled(signal as i32));
-                Ok(false)
+                Ok(())
             }
             Status::Created => {
                 self.process_mut(exec_id)?.set_exited(contract::signaled(signal as i32));
-                Ok(false)
+                Ok(())
             }
             Status::Running => {
-                let resumed = self.sandbox.is_paused();
-                if resumed {
-                    self.runsc.resume(self.sandbox.id()).await?;
-                    self.sandbox.set_state(State::Running);
-                }
                 let pid = if exec_id.is_empty() { None } else { internal };
                 match self.runsc.kill(&self.id, signal, all && exec_id.is_empty(), pid).await {
                     // Exiting: its exit is on its way.
-                    Err(Error::Runsc { failure: RunscFailure::NotRunning, .. }) => Ok(resumed),
-                    other => other.map(|()| resumed),
+                    Err(Error::Runsc { failure: RunscFailure::NotRunning, .. }) => Ok(()),
+                    other => other,
                 }
             }
         }
@@ -490,14 +496,8 @@ impl Container {
     pub async fn delete(&mut self) -> Result<(u32, Option<Exit>)> {
         self.init.can_delete()?;
         // A sandbox of its own that has ended leaves only state behind; runsc runs poststop hooks.
-        let ended = !self.sandbox.is_pod() && self.init.exit().is_some() && !self.poststop_hooks;
+        let ended = !self.pod && self.init.exit().is_some() && !self.poststop_hooks;
         self.bundle.destroy(&self.runsc, &self.id, if ended { Ended::ByItself } else { Ended::Unknown }).await;
-        if let Some(cg) = self.sandbox.cgroup().filter(|_| !self.is_first()) {
-            cg.leave(&self.id);
-            if let Some(path) = &self.cgroups_path {
-                cg.remove_app_container_cgroup(path);
-            }
-        }
         self.init.io = ProcessIo::default();
         self.execs.clear();
         Ok((self.init.pid, self.init.exit()))
@@ -526,12 +526,9 @@ impl Container {
         crate::stats::parse(&self.runsc.stats(&self.id).await?)
     }
 
-    /// Whether the kernel's OOM killer ended this container's init (exit `code`): it was killed,
-    /// and the sandbox's cgroup counted an OOM kill since the container started. In a pod that
-    /// is every container's end, as the killed process is the pod's one sandbox.
-    pub fn oom_killed(&self, code: i32) -> bool {
-        code == contract::signaled(libc::SIGKILL)
-            && self.sandbox.cgroup().is_some_and(|cg| cg.oom_kills() > self.oom_kills_at_start)
+    /// The sandbox cgroup's OOM kills when this container started.
+    pub fn oom_kills_at_start(&self) -> u64 {
+        self.oom_kills_at_start
     }
 
     fn name(&self, exec_id: &str) -> String {

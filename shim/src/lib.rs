@@ -9,6 +9,7 @@ pub mod container;
 pub mod docker;
 pub mod error;
 pub mod events;
+pub mod mountinfo;
 pub mod netns;
 pub mod process;
 pub mod reaper;

@@ -31,12 +31,12 @@ use netlink_packet_route::{
     RouteNetlinkMessage,
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use contract::args::Network;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::{
     config::Config,
     error::{Error, Result},
-    runsc::Network,
 };
 
 /// The runsc calls that set up the sandbox's network (for its first container only).

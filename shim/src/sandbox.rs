@@ -10,15 +10,18 @@ use std::{
     time::Duration,
 };
 
-use oci_spec::runtime::Spec;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use oci_spec::runtime::{LinuxResources, Spec};
+use tokio::sync::oneshot;
 
 use crate::{
     annotations::{self, SandboxAnnotations},
-    cgroup::SandboxCgroup,
+    cgroup::{Limits, SandboxCgroup},
     config::Config,
-    container::Container,
+    container::{Container, CreateRequest, Placement, SandboxSide},
     error::{Error, Result},
     netns::Netns,
+    process::Exit,
     runsc::{self, Runsc, RunscFlags},
     spec::{self, Role},
 };
@@ -125,19 +128,129 @@ impl Sandbox {
 
     /// How runsc runs a container of this sandbox: the sandbox's flags, the container's own log;
     /// only the first container's runsc sets up the network.
-    pub fn runsc_for(&self, id: &str, bundle: &Path) -> Runsc {
+    fn runsc_for(&self, id: &str, bundle: &Path) -> Runsc {
         let mut runsc = self.runsc.clone();
         runsc.flags.log = bundle.join("runsc.log.json");
         runsc.isolate_proc_sys_net &= self.is_first(id);
         runsc
     }
 
-    pub fn network(&self) -> &Netns {
-        &self.network
-    }
-
     pub fn cgroup(&self) -> Option<&SandboxCgroup> {
         self.cgroup.as_ref()
+    }
+
+    /// Creates a container in the sandbox: its first one boots it, a pod's app container joins.
+    /// A failed Create leaves nothing of the container; the caller releases a sandbox that never
+    /// booted.
+    pub async fn create(&self, req: CreateRequest, config: &Config, annotations: &SandboxAnnotations) -> Result<Container> {
+        let (id, boots) = (req.id.clone(), self.is_first(&req.id));
+        let placement = Placement {
+            runsc: self.runsc_for(&req.id, req.bundle.path()),
+            boots,
+            pod: self.pod,
+            cgroups: self.cgroup.as_ref().filter(|_| boots).map(SandboxCgroup::created_paths).unwrap_or_default(),
+        };
+        let cgroups_path = req.spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned());
+        let created = Container::create(req, placement, self, config, annotations).await;
+        if created.is_err() && !boots {
+            self.leave_cgroup(&id, cgroups_path.as_deref());
+        }
+        created
+    }
+
+    /// A pod's app container is gone: the pod's cgroup shrinks back, and the empty cgroup runsc
+    /// made for it goes.
+    fn leave_cgroup(&self, id: &str, cgroups_path: Option<&str>) {
+        if let Some(cg) = &self.cgroup {
+            cg.leave(id);
+            if let Some(path) = cgroups_path {
+                cg.remove_app_container_cgroup(path);
+            }
+        }
+    }
+
+    /// Starts a container's init; returns its host pid and its exit, for the caller to watch.
+    pub async fn start(&self, c: &mut Container) -> Result<(u32, oneshot::Receiver<i32>)> {
+        let started = c.start(self.oom_kills()).await?;
+        if c.is_first() {
+            self.set_state(State::Running);
+        }
+        Ok(started)
+    }
+
+    fn oom_kills(&self) -> u64 {
+        self.cgroup.as_ref().map(SandboxCgroup::oom_kills).unwrap_or(0)
+    }
+
+    /// Whether the kernel's OOM killer ended a container's init (exit `code`): it was killed,
+    /// and the sandbox's cgroup counted an OOM kill since the container started. In a pod that
+    /// is every container's end, as the killed process is the pod's one sandbox.
+    pub fn oom_killed(&self, c: &Container, code: i32) -> bool {
+        code == contract::signaled(libc::SIGKILL) && self.cgroup.is_some() && self.oom_kills() > c.oom_kills_at_start()
+    }
+
+    /// Signals a process of a container. A paused sandbox is resumed first (runsc refuses to
+    /// signal it; runc's shim kills paused tasks): returns whether it had to be.
+    pub async fn kill(&self, c: &mut Container, exec_id: &str, signal: u32, all: bool) -> Result<bool> {
+        let resume = self.is_paused() && c.is_running(exec_id)?;
+        if resume {
+            self.runsc.resume(&self.id).await?;
+            self.set_state(State::Running);
+        }
+        c.kill(exec_id, signal, all).await.map(|()| resume)
+    }
+
+    /// Freezes every process of every container (Pause of its first container).
+    pub async fn pause(&self) -> Result<()> {
+        if self.state() != State::Running {
+            return Err(Error::FailedPrecondition(format!("container {} is not running", self.id)));
+        }
+        self.runsc.pause(&self.id).await?;
+        self.set_state(State::Paused);
+        Ok(())
+    }
+
+    pub async fn resume(&self) -> Result<()> {
+        if self.state() != State::Paused {
+            return Err(Error::FailedPrecondition(format!("container {} is not paused", self.id)));
+        }
+        self.runsc.resume(&self.id).await?;
+        self.set_state(State::Running);
+        Ok(())
+    }
+
+    /// Destroys a container (its first one: the whole sandbox) and what the sandbox held for it.
+    pub async fn delete(&self, c: &mut Container) -> Result<(u32, Option<Exit>)> {
+        let deleted = c.delete().await?;
+        if !c.is_first() {
+            self.leave_cgroup(c.id(), c.cgroups_path());
+        }
+        Ok(deleted)
+    }
+
+    /// A container's usage: the sandbox's cgroup's, or what runsc reports without one.
+    pub async fn stats(&self, c: &Container) -> Result<Any> {
+        match &self.cgroup {
+            Some(cg) => {
+                c.check_running()?;
+                crate::stats::from_cgroup(cg)
+            }
+            None => crate::stats::from_runsc(&c.stats().await?),
+        }
+    }
+
+    /// Update: new limits for a container. One sandbox, one cgroup: an app container's new
+    /// memory limit resizes the pod's.
+    pub async fn update(&self, c: &Container, r: &LinuxResources) -> Result<()> {
+        let Some(cg) = &self.cgroup else {
+            return Err(Error::FailedPrecondition(
+                "Update needs the shim to manage the sandbox's cgroup, which [cgroups] enforce = false turned off".into(),
+            ));
+        };
+        if !c.is_first() {
+            return cg.admit(c.id(), Some(r));
+        }
+        cg.update(&Limits::from(r)).await
     }
 
     pub fn state(&self) -> State {
@@ -252,4 +365,25 @@ impl Sandbox {
 fn find_program(program: &Path) -> Option<std::path::PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     spec::find_executable(Path::new("/"), &program.to_string_lossy(), &path, Path::new("/"))
+}
+
+impl SandboxSide for Sandbox {
+    async fn before_runsc_create(&self, id: &str, resources: Option<&LinuxResources>) -> Result<()> {
+        if self.is_first(id) {
+            self.network.prepare().await?;
+            if let Some(cg) = &self.cgroup {
+                cg.create()?;
+            }
+        } else if let Some(cg) = &self.cgroup {
+            cg.admit(id, resources)?;
+        }
+        Ok(())
+    }
+
+    fn explain(&self, id: &str, e: Error) -> Error {
+        match self.cgroup.as_ref().filter(|_| self.is_first(id)) {
+            Some(cg) => cg.explain(e),
+            None => e,
+        }
+    }
 }

@@ -290,7 +290,7 @@ fn mount_points(mountinfo: &str) -> Vec<(PathBuf, bool)> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             let (point, options) = (f.get(4)?, f.get(5)?);
-            Some((crate::cgroup::unescape(point), options.split(',').any(|o| o == "ro")))
+            Some((crate::mountinfo::unescape(point), options.split(',').any(|o| o == "ro")))
         })
         .collect()
 }

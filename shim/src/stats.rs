@@ -16,22 +16,24 @@ use containerd_shim::protos::{
 use serde::Deserialize;
 
 use crate::{
-    cgroup::keyed,
-    container::Container,
+    cgroup::{keyed, SandboxCgroup},
     error::{Error, Result},
 };
 
-/// The container's usage as containerd's metrics. A pod's containers share one sandbox and so
-/// one cgroup: each reports the sandbox's.
-pub async fn collect(c: &Container) -> Result<Any> {
-    let metrics: Box<dyn MessageDyn> = match c.sandbox().cgroup() {
-        Some(cg) => {
-            c.check_running()?;
-            let read = |file: &str| cg.read(file);
-            if cg.is_v2() { Box::new(v2_metrics(read)) } else { Box::new(v1_metrics(read)) }
-        }
-        None => Box::new(runsc_metrics(&c.stats().await?)),
-    };
+/// The usage of a sandbox's cgroup as containerd's metrics, in the type of the host's cgroup
+/// version. A pod's containers share one sandbox and so one cgroup: each reports the sandbox's.
+pub fn from_cgroup(cg: &SandboxCgroup) -> Result<Any> {
+    let read = |file: &str| cg.read(file);
+    let metrics: Box<dyn MessageDyn> = if cg.is_v2() { Box::new(v2_metrics(read)) } else { Box::new(v1_metrics(read)) };
+    encode(metrics)
+}
+
+/// What `runsc events --stats` reported, in the v1 type.
+pub fn from_runsc(s: &Stats) -> Result<Any> {
+    encode(Box::new(runsc_metrics(s)))
+}
+
+fn encode(metrics: Box<dyn MessageDyn>) -> Result<Any> {
     containerd_shim::util::convert_to_any(metrics).map_err(|e| Error::Other(format!("encode metrics: {e}")))
 }
 

@@ -24,13 +24,14 @@ use containerd_shim::{
     },
 };
 use log::{info, warn};
+use oci_spec::runtime::LinuxResources;
 use tokio::sync::oneshot;
 
 use crate::{
     annotations::SandboxAnnotations,
     bundle::{Bundle, Mount},
     config::{self, Config},
-    container::{Container, CreateRequest},
+    container::CreateRequest,
     events::EventSender,
     process::{Exit, Status},
     sandbox::{Sandbox, Shared, ShimContext, State},
@@ -86,9 +87,10 @@ impl TaskService {
         self.sandbox.lock().unwrap().clone()
     }
 
-    fn get(&self, id: &str) -> Result<Shared> {
+    /// The container `id` and the sandbox it runs in.
+    fn get(&self, id: &str) -> Result<(Arc<Sandbox>, Shared)> {
         self.sandbox()
-            .and_then(|s| s.get(id))
+            .and_then(|s| s.get(id).map(|c| (s, c)))
             .ok_or_else(|| Error::NotFound(format!("container {id} does not exist")))
     }
 
@@ -119,13 +121,13 @@ impl TaskService {
     /// sandbox's first container, after every other container's), for any process only after
     /// its start event, which the caller has already queued, and only once the output the
     /// process wrote has reached the client.
-    fn watch_exit(&self, c: Shared, exec_id: String, exit: oneshot::Receiver<i32>) {
+    fn watch_exit(&self, sandbox: Arc<Sandbox>, c: Shared, exec_id: String, exit: oneshot::Receiver<i32>) {
         let events = self.events.clone();
         tokio::spawn(async move {
             let code = exit.await.unwrap_or(255);
-            let (id, sandbox, first) = {
+            let (id, first) = {
                 let c = c.lock().await;
-                (c.id().to_string(), c.sandbox().clone(), c.is_first())
+                (c.id().to_string(), c.is_first())
             };
             if exec_id.is_empty() {
                 // The sandbox is gone when its first container is, so these are ending too; the
@@ -146,7 +148,7 @@ impl TaskService {
             let mut c = c.lock().await;
             let Some((pid, exit)) = c.record_exit(&exec_id, code) else { return };
             info!("{id} {exec_id} exited with {}", exit.code);
-            if exec_id.is_empty() && c.oom_killed(exit.code as i32) {
+            if exec_id.is_empty() && sandbox.oom_killed(&c, exit.code as i32) {
                 // Before the exit, so CRI reports the container OOMKilled.
                 info!("{id} was killed by the kernel's OOM killer (cgroup {})", sandbox.cgroup().map(|cg| cg.path()).unwrap_or_default());
                 events.send(TaskOOM { container_id: id.clone(), ..Default::default() });
@@ -193,7 +195,7 @@ impl TaskService {
             spec,
             role,
         };
-        let c = match Container::create(create, &sandbox, &config, &annotations).await {
+        let c = match sandbox.create(create, &config, &annotations).await {
             Ok(c) => c,
             Err(e) => {
                 if joined.is_none() {
@@ -226,15 +228,15 @@ impl TaskService {
     }
 
     pub async fn task_start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
-        let shared = self.get(&req.id)?;
+        let (sandbox, shared) = self.get(&req.id)?;
         let mut c = shared.lock().await;
         if !req.exec_id.is_empty() {
-            let (pid, exit) = c.start_exec(&req.exec_id).await?;
+            let (pid, exit) = c.start_exec(&req.exec_id, sandbox.is_paused()).await?;
             self.events.send(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid, ..Default::default() });
-            self.watch_exit(shared.clone(), req.exec_id, exit);
+            self.watch_exit(sandbox, shared.clone(), req.exec_id, exit);
             return Ok(api::StartResponse { pid, ..Default::default() });
         }
-        let (pid, exit) = match c.start().await {
+        let (pid, exit) = match sandbox.start(&mut c).await {
             Ok(started) => started,
             Err(e) => {
                 // Nothing runs on after a failed start; its exit is published as runc's shim
@@ -242,16 +244,13 @@ impl TaskService {
                 let exit = c.abandon().await;
                 let exited = c.exited("");
                 drop(c);
-                self.watch_exit(shared.clone(), String::new(), exit);
+                self.watch_exit(sandbox, shared.clone(), String::new(), exit);
                 exit_recorded(exited).await;
                 return Err(e);
             }
         };
-        if c.is_first() {
-            c.sandbox().set_state(State::Running);
-        }
         self.events.send(TaskStart { container_id: req.id.clone(), pid, ..Default::default() });
-        self.watch_exit(shared.clone(), String::new(), exit);
+        self.watch_exit(sandbox, shared.clone(), String::new(), exit);
         let docker = c.docker_ready();
         // Not held while dockerd starts: State and Kill must answer meanwhile.
         drop(c);
@@ -270,12 +269,13 @@ impl TaskService {
     }
 
     pub async fn task_state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
-        let shared = self.get(&req.id)?;
+        let (sandbox, shared) = self.get(&req.id)?;
         let c = shared.lock().await;
         let p = c.view(&req.exec_id)?;
         let status = match p.status {
             Status::Created => ApiStatus::CREATED,
-            Status::Running if p.paused => ApiStatus::PAUSED,
+            // Frozen with its sandbox.
+            Status::Running if sandbox.is_paused() => ApiStatus::PAUSED,
             Status::Running => ApiStatus::RUNNING,
             Status::Stopped => ApiStatus::STOPPED,
         };
@@ -297,17 +297,17 @@ impl TaskService {
     }
 
     pub async fn task_kill(&self, req: api::KillRequest) -> Result<()> {
-        let shared = self.get(&req.id)?;
+        let (sandbox, shared) = self.get(&req.id)?;
         let mut c = shared.lock().await;
-        if c.kill(&req.exec_id, req.signal, req.all).await? {
-            self.events.send(TaskResumed { container_id: c.sandbox().id().to_string(), ..Default::default() });
+        if sandbox.kill(&mut c, &req.exec_id, req.signal, req.all).await? {
+            self.events.send(TaskResumed { container_id: sandbox.id().to_string(), ..Default::default() });
         }
         Ok(())
     }
 
     pub async fn task_wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
         let exited = {
-            let shared = self.get(&req.id)?;
+            let (_, shared) = self.get(&req.id)?;
             let c = shared.lock().await;
             c.view(&req.exec_id)?;
             c.exited(&req.exec_id)
@@ -317,15 +317,14 @@ impl TaskService {
     }
 
     pub async fn task_delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
-        let shared = self.get(&req.id)?;
+        let (sandbox, shared) = self.get(&req.id)?;
         let mut c = shared.lock().await;
         if !req.exec_id.is_empty() {
             let (pid, exit) = c.delete_exec(&req.exec_id)?;
             let (exit_status, exited_at) = exit_fields(exit);
             return Ok(api::DeleteResponse { pid, exit_status, exited_at, ..Default::default() });
         }
-        let (pid, exit) = c.delete().await?;
-        let sandbox = c.sandbox().clone();
+        let (pid, exit) = sandbox.delete(&mut c).await?;
         drop(c);
         sandbox.remove(&req.id);
         if sandbox.is_first(&req.id) {
@@ -354,16 +353,16 @@ impl TaskService {
     }
 
     pub async fn task_exec(&self, req: api::ExecProcessRequest) -> Result<()> {
-        let shared = self.get(&req.id)?;
+        let (sandbox, shared) = self.get(&req.id)?;
         let spec = req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default();
         let stdio = StdioPaths { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
-        shared.lock().await.add_exec(&req.exec_id, stdio, spec)?;
+        shared.lock().await.add_exec(&req.exec_id, stdio, spec, sandbox.is_paused())?;
         self.events.send(TaskExecAdded { container_id: req.id, exec_id: req.exec_id, ..Default::default() });
         Ok(())
     }
 
     pub async fn task_pids(&self, req: api::PidsRequest) -> Result<api::PidsResponse> {
-        let shared = self.get(&req.id)?;
+        let (_, shared) = self.get(&req.id)?;
         let listed = shared.lock().await.pids().await?;
         let processes = listed
             .into_iter()
@@ -378,7 +377,7 @@ impl TaskService {
     }
 
     pub async fn task_close_io(&self, req: api::CloseIORequest) -> Result<()> {
-        let shared = self.get(&req.id)?;
+        let (_, shared) = self.get(&req.id)?;
         if req.stdin {
             shared.lock().await.close_stdin(&req.exec_id)?;
         }
@@ -387,7 +386,7 @@ impl TaskService {
 
     pub async fn task_connect(&self, req: api::ConnectRequest) -> Result<api::ConnectResponse> {
         let task_pid = match self.get(&req.id) {
-            Ok(c) => c.lock().await.view("").map(|v| v.pid).unwrap_or_default(),
+            Ok((_, c)) => c.lock().await.view("").map(|v| v.pid).unwrap_or_default(),
             Err(_) => 0,
         };
         Ok(api::ConnectResponse {
@@ -401,8 +400,7 @@ impl TaskService {
     /// Pause and Resume act on the whole sandbox (runsc freezes every process in it), so they
     /// are asked of the container that booted it; every container of it then shows PAUSED.
     async fn first_container(&self, id: &str, verb: &str) -> Result<(Shared, Arc<Sandbox>)> {
-        let shared = self.get(id)?;
-        let sandbox = shared.lock().await.sandbox().clone();
+        let (sandbox, shared) = self.get(id)?;
         if !sandbox.is_first(id) {
             return Err(Error::FailedPrecondition(format!(
                 "{id} runs in pod sandbox {}, which runsc {verb}s as a whole: {verb} the sandbox's task",
@@ -414,40 +412,35 @@ impl TaskService {
 
     pub async fn task_pause(&self, req: api::PauseRequest) -> Result<()> {
         let (shared, sandbox) = self.first_container(&req.id, "pause").await?;
-        let c = shared.lock().await;
-        if sandbox.state() != State::Running {
-            return Err(Error::FailedPrecondition(format!("container {} is not running", req.id)));
-        }
-        c.runsc().pause(&req.id).await?;
-        sandbox.set_state(State::Paused);
+        let _c = shared.lock().await;
+        sandbox.pause().await?;
         self.events.send(TaskPaused { container_id: req.id, ..Default::default() });
         Ok(())
     }
 
     pub async fn task_resume(&self, req: api::ResumeRequest) -> Result<()> {
         let (shared, sandbox) = self.first_container(&req.id, "resume").await?;
-        let c = shared.lock().await;
-        if sandbox.state() != State::Paused {
-            return Err(Error::FailedPrecondition(format!("container {} is not paused", req.id)));
-        }
-        c.runsc().resume(&req.id).await?;
-        sandbox.set_state(State::Running);
+        let _c = shared.lock().await;
+        sandbox.resume().await?;
         self.events.send(TaskResumed { container_id: req.id, ..Default::default() });
         Ok(())
     }
 
     pub async fn task_stats(&self, req: api::StatsRequest) -> Result<api::StatsResponse> {
-        let shared = self.get(&req.id)?;
+        let (sandbox, shared) = self.get(&req.id)?;
         let c = shared.lock().await;
-        let metrics = crate::stats::collect(&c).await?;
+        let metrics = sandbox.stats(&c).await?;
         Ok(api::StatsResponse { stats: MessageField::some(metrics), ..Default::default() })
     }
 
     pub async fn task_update(&self, req: api::UpdateTaskRequest) -> Result<()> {
-        let shared = self.get(&req.id)?;
+        let (sandbox, shared) = self.get(&req.id)?;
         let c = shared.lock().await;
+        // containerd's LinuxResources as JSON (what `typeurl` makes of it).
         let resources = req.resources.as_ref().map(|a| a.value.as_slice()).unwrap_or_default();
-        crate::cgroup::update(&c, resources).await
+        let r: LinuxResources = serde_json::from_slice(resources)
+            .map_err(|e| Error::InvalidArgument(format!("Update: resources are not OCI LinuxResources: {e}")))?;
+        sandbox.update(&c, &r).await
     }
 
     pub async fn task_shutdown(&self) -> Result<()> {
@@ -513,7 +506,7 @@ impl Task for TaskService {
         .into())
     }
     async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
-        let shared = self.get(&req.id)?;
+        let (_, shared) = self.get(&req.id)?;
         shared.lock().await.resize(&req.exec_id, req.width, req.height)?;
         Ok(Empty::new())
     }
