@@ -2,7 +2,7 @@
 //! change them. What belongs to the whole sandbox (runsc's flags, pause, network, cgroup) is
 //! its `Sandbox`'s, which hands each container what it needs (`Placement`, `SandboxSide`).
 
-use std::{collections::HashMap, future::Future, path::PathBuf, time::Duration};
+use std::{collections::HashMap, future::Future, os::unix::fs::DirBuilderExt, path::PathBuf, time::Duration};
 
 use log::info;
 use oci_spec::runtime::{LinuxResources, Spec};
@@ -170,6 +170,9 @@ impl Container {
                 Some(profile) => {
                     let program = req.bundle.path().join("seccomp.bpf");
                     std::fs::write(&program, crate::seccomp::compile(&profile)?).map_err(Error::io("write the seccomp program"))?;
+                    // Read by the agent as the container's user.
+                    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                        .map_err(Error::io("make the seccomp program readable"))?;
                     if !agent_binary.is_file() {
                         return Err(Error::NotFound(format!(
                             "the sandbox agent {} does not exist; it applies the container's seccomp profile ([agent] binary in the {})",
@@ -197,7 +200,12 @@ impl Container {
             }
             let root = runsc.flags.root.clone();
             req.bundle.write_record(&Record { binary: runsc.binary.clone(), root: root.clone(), cgroups })?;
-            std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
+            // runsc's state and control sockets: root's alone.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)
+                .map_err(Error::io(format!("create {}", root.display())))?;
             let (child_stdio, mut io) = ProcessIo::open(&req.stdio)?;
             // A pod's app container gets a terminal at create and its pipes at start.
             let (create_stdio, start_stdio) = match (boots, child_stdio.console_socket.is_some()) {
