@@ -14,6 +14,7 @@ use contract::args::Network;
 use crate::{
     annotations::{self, DockerAnnotations, SandboxAnnotations},
     error::{Error, Result},
+    options::RuntimeOptions,
 };
 
 pub const DEFAULT_PATH: &str = "/etc/containerd/beta9-sandbox.toml";
@@ -97,11 +98,14 @@ pub struct CgroupsConfig {
     pub enforce: bool,
     /// Where the cgroups of sandboxes whose spec names none go (cgroupfs form).
     pub default_parent: PathBuf,
+    /// `linux.cgroupsPath` must be in systemd's form: the request's SystemdCgroup option, no key.
+    #[serde(skip)]
+    pub systemd_form: bool,
 }
 
 impl Default for CgroupsConfig {
     fn default() -> Self {
-        CgroupsConfig { enforce: true, default_parent: "/beta9".into() }
+        CgroupsConfig { enforce: true, default_parent: "/beta9".into(), systemd_form: false }
     }
 }
 
@@ -151,6 +155,29 @@ impl Config {
         config.source = Some(path.to_path_buf());
         config.validate()?;
         Ok(config)
+    }
+
+    /// What the request's runtime options (runc's) say over the file: runsc's binary
+    /// (BinaryName), the parent of the runsc roots (Root), the cgroup path's form (SystemdCgroup).
+    pub fn with_runtime_options(mut self, o: &RuntimeOptions) -> Result<Config> {
+        let bad = |option: &str, why: String| Error::InvalidArgument(format!("runtime option {option}: {why}"));
+        if let Some(binary) = &o.binary_name {
+            if !binary.is_absolute() || !binary.is_file() {
+                return Err(bad("BinaryName", format!("{binary:?} is not an absolute path to runsc on this host")));
+            }
+            self.runsc.binary = binary.clone();
+        }
+        if let Some(root) = &o.root {
+            if !root.is_absolute() || root.as_os_str().len() > MAX_ROOT_LEN {
+                return Err(bad(
+                    "Root",
+                    format!("{root:?} must be an absolute path of at most {MAX_ROOT_LEN} bytes (runsc's control socket lives under it)"),
+                ));
+            }
+            self.runsc.root = root.clone();
+        }
+        self.cgroups.systemd_form = o.systemd_cgroup;
+        Ok(self)
     }
 
     /// Where this config came from, for messages.
@@ -301,26 +328,6 @@ fn one_line(s: &str) -> String {
     s.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "|").collect::<Vec<_>>().join(" ")
 }
 
-/// The `ConfigPath` of containerd's generic runtime options (`runtimeoptions.v1.Options`, what
-/// `ctr run --runtime-config-path` and a CRI runtime handler's `options.ConfigPath` send).
-/// Other option types (runc's, for one) carry nothing for us.
-pub fn config_path_from_options(type_url: &str, value: &[u8]) -> Option<PathBuf> {
-    use protobuf::CodedInputStream;
-    if !type_url.ends_with("runtimeoptions.v1.Options") {
-        return None;
-    }
-    let mut input = CodedInputStream::from_bytes(value);
-    while let Ok(Some(tag)) = input.read_raw_tag_or_eof() {
-        let (field, wire_type) = (tag >> 3, tag & 7);
-        if field == 2 && wire_type == 2 {
-            return input.read_string().ok().filter(|s| !s.is_empty()).map(PathBuf::from);
-        }
-        let wire_type = protobuf::rt::WireType::new(wire_type)?;
-        input.skip_field(wire_type).ok()?;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,7 +381,7 @@ mod tests {
         assert_eq!(c.default_docker_wait().unwrap(), Duration::from_secs(90));
         assert_eq!(c.docker.tmpfs_size.as_deref(), Some("8g"));
         assert!(!c.policy.allow_docker && !c.policy.allow_gpu && !c.policy.allow_host_network);
-        assert_eq!(c.cgroups, CgroupsConfig { enforce: false, default_parent: "/ops/sandboxes".into() });
+        assert_eq!(c.cgroups, CgroupsConfig { enforce: false, default_parent: "/ops/sandboxes".into(), systemd_form: false });
     }
 
     #[test]
@@ -476,15 +483,5 @@ mod tests {
         for bad in ["", "g", "8gb", "-1", "8 g", "1.5g"] {
             assert!(!valid_tmpfs_size(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn config_path_is_read_from_runtime_options() {
-        // runtimeoptions.v1.Options { type_url: "x", config_path: "/etc/b.toml" }
-        let mut v = vec![0x0a, 1, b'x', 0x12, 11];
-        v.extend_from_slice(b"/etc/b.toml");
-        assert_eq!(config_path_from_options("runtimeoptions.v1.Options", &v), Some(PathBuf::from("/etc/b.toml")));
-        assert_eq!(config_path_from_options("containerd.runc.v1.Options", &v), None);
-        assert_eq!(config_path_from_options("runtimeoptions.v1.Options", &[0x0a, 1, b'x']), None);
     }
 }

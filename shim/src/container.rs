@@ -532,6 +532,14 @@ impl Container {
         Ok(host_pids(&listed, init, self.init.pid, &execs))
     }
 
+    /// Whether the container has not exited: its sandbox's cgroup holds numbers from Create on.
+    pub fn check_not_stopped(&self) -> Result<()> {
+        if self.init.status == Status::Stopped {
+            return Err(Error::FailedPrecondition(format!("container {} has exited", self.id)));
+        }
+        Ok(())
+    }
+
     pub fn check_running(&self) -> Result<()> {
         if self.init.status != Status::Running {
             return Err(Error::FailedPrecondition(format!("container {} is not running", self.id)));

@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod mountinfo;
 pub mod netns;
+pub mod options;
 pub mod process;
 pub mod reaper;
 pub mod runsc;

@@ -232,7 +232,7 @@ impl Sandbox {
     pub async fn stats(&self, c: &Container) -> Result<Any> {
         match &self.cgroup {
             Some(cg) => {
-                c.check_running()?;
+                c.check_not_stopped()?;
                 crate::stats::from_cgroup(cg)
             }
             None => crate::stats::from_runsc(&c.stats().await?),

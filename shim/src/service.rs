@@ -13,6 +13,8 @@ use containerd_shim::{
 
 use crate::{
     bundle::{Bundle, Ended},
+    cgroup,
+    options::RuntimeOptions,
     events::{self, EventSender},
     runsc::{Network, Runsc, RunscFlags},
     sandbox::ShimContext,
@@ -47,6 +49,16 @@ impl containerd_shim::asynchronous::Shim for Service {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        // containerd writes the container's runtime options on stdin, in whichever type its
+        // client chose; read here, before the crate's spawn would (it reads runc.v1's alone). The
+        // shim is then born in the ShimCgroup they name.
+        let mut stdin = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(std::io::stdin(), 1 << 20), &mut stdin)
+            .map_err(|e| containerd_shim::Error::Other(format!("read the runtime options on stdin: {e}")))?;
+        let options = RuntimeOptions::decode_any(&stdin).map_err(|e| containerd_shim::Error::Other(e.to_string()))?;
+        if let Some(cgroup) = &options.shim_cgroup {
+            cgroup::move_self_to(cgroup).map_err(|e| containerd_shim::Error::Other(format!("runtime option ShimCgroup: {e}")))?;
+        }
         let grouping = grouping(&opts.id);
         // The crate's spawn also gives the shim containerd's OOM score + 1, so that it goes first.
         let address = spawn(opts, &grouping, Vec::new()).await?;

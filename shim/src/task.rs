@@ -30,7 +30,8 @@ use tokio::sync::oneshot;
 use crate::{
     annotations::SandboxAnnotations,
     bundle::{Bundle, Mount},
-    config::{self, Config},
+    config::Config,
+    options::RuntimeOptions,
     container::CreateRequest,
     events::EventSender,
     process::{Exit, Status},
@@ -171,8 +172,8 @@ impl TaskService {
         let bundle = Bundle::new(&req.bundle);
         let spec = spec::load(bundle.path())?;
         let role = spec::role(&spec)?;
-        let config_path = req.options.as_ref().and_then(|o| config::config_path_from_options(&o.type_url, &o.value));
-        let config = Config::load(config_path.as_deref())?;
+        let options = req.options.as_ref().map(|o| RuntimeOptions::decode(&o.type_url, &o.value)).transpose()?.unwrap_or_default();
+        let config = Config::load(options.config_path.as_deref())?.with_runtime_options(&options)?;
         let annotations = SandboxAnnotations::parse(spec.annotations().as_ref().unwrap_or(&Default::default()))?;
         config.admit(&annotations)?;
         let (_reservation, joined) = self.reserve(&req.id, &role)?;

@@ -180,6 +180,11 @@ impl<'a> Task<'a> {
     }
 
     pub fn create(&self, stdio: &Stdio, rootfs: Vec<Mount>) -> GrpcResult<u32> {
+        self.create_with(stdio, rootfs, None)
+    }
+
+    /// Create with task options, as the Go client's `NewTask(WithRuntimeOptions...)` sends them.
+    pub fn create_with(&self, stdio: &Stdio, rootfs: Vec<Mount>, options: Option<prost_types::Any>) -> GrpcResult<u32> {
         let req = CreateTaskRequest {
             container_id: self.id.clone(),
             rootfs,
@@ -187,9 +192,22 @@ impl<'a> Task<'a> {
             stdout: stdio.stdout.clone(),
             stderr: stdio.stderr.clone(),
             terminal: stdio.terminal,
+            options,
             ..Default::default()
         };
         self.client.call(self.client.tasks().create(namespaced(req))).map(|r| r.pid)
+    }
+
+    /// The container's runtime options (`WithRuntime(name, options)`): containerd hands them to
+    /// the shim's `start` on stdin. containerd never updates a record's runtime, so the record is
+    /// made again with them (its snapshot stays).
+    pub fn set_runtime_options(&self, options: prost_types::Any) {
+        let mut c = self.record();
+        c.runtime.as_mut().expect("the container has a runtime").options = Some(options);
+        let delete = DeleteContainerRequest { id: self.id.clone() };
+        self.client.call(self.client.containers().delete(namespaced(delete))).expect("delete the container record");
+        let create = CreateContainerRequest { container: Some(c) };
+        self.client.call(self.client.containers().create(namespaced(create))).expect("the container record with runtime options");
     }
 
     pub fn start(&self, exec_id: &str) -> GrpcResult<u32> {
@@ -369,4 +387,38 @@ impl Output {
     pub fn all(self) -> Vec<u8> {
         self.thread.join().expect("the reader panicked").expect("reading the fifo")
     }
+}
+
+/// A field of runc's option messages, encoded by hand (the tests speak containerd's API, which
+/// has no Rust type for them): a string, or a varint (bools and ids).
+pub enum OptionField<'a> {
+    Text(u32, &'a str),
+    Number(u32, u64),
+}
+
+/// One of runc's option types (`containerd.runc.v1.Options`, `containerd.linux.runc.CreateOptions`)
+/// with `fields`, as an Any.
+pub fn runc_options(type_name: &str, fields: &[OptionField]) -> prost_types::Any {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut value = Vec::new();
+    for f in fields {
+        match f {
+            OptionField::Text(n, s) => {
+                varint(u64::from(*n) << 3 | 2, &mut value);
+                varint(s.len() as u64, &mut value);
+                value.extend_from_slice(s.as_bytes());
+            }
+            OptionField::Number(n, v) => {
+                varint(u64::from(*n) << 3, &mut value);
+                varint(*v, &mut value);
+            }
+        }
+    }
+    prost_types::Any { type_url: type_name.into(), value }
 }

@@ -67,7 +67,7 @@ impl SandboxCgroup {
         if !config.cgroups.enforce {
             return Ok(None);
         }
-        let path = sandbox_path(spec, &config.cgroups.default_parent, namespace, id)?;
+        let path = sandbox_path(spec, &config.cgroups.default_parent, namespace, id, config.cgroups.systemd_form)?;
         let linux = spec.linux().as_ref();
         let limits = match role {
             Role::Single => Some(linux.and_then(|l| l.resources().as_ref()).map(Limits::from).unwrap_or_default()),
@@ -337,6 +337,25 @@ in the sandbox first (cgroup {}: {context}: {source})",
     pub async fn remove(&self) -> bool {
         remove_recorded(&self.made).await
     }
+}
+
+/// Moves the calling process into the existing cgroup `path` (cgroupfs form, as runc's
+/// ShimCgroup option gives it), in every hierarchy that has it; what it starts is born there.
+pub fn move_self_to(path: &str) -> Result<()> {
+    let layout = Layout::current()?;
+    let relative = cgroupfs_path(path, Path::new("/"))?;
+    let mut joined = 0;
+    for root in layout.roots() {
+        let dir = root.join(&relative);
+        if dir.is_dir() {
+            write(&dir.join("cgroup.procs"), "0")?;
+            joined += 1;
+        }
+    }
+    if joined == 0 {
+        return Err(Error::FailedPrecondition(format!("cgroup {path} does not exist under {}", layout.roots()[0].display())));
+    }
+    Ok(())
 }
 
 /// Joins the cgroup in a child before it runs a program (`pre_exec`).

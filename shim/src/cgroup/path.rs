@@ -68,9 +68,18 @@ fn expand_slice(slice: &str) -> std::result::Result<PathBuf, String> {
 }
 
 /// The sandbox's cgroup (cgroupfs form): the spec's, or `<parent>/<namespace>/<id>` when it names none.
-pub fn sandbox_path(spec: &Spec, parent: &Path, namespace: &str, id: &str) -> Result<PathBuf> {
+/// `systemd`: the runtime option SystemdCgroup, under which the spec's path must be in systemd's
+/// form (runc's systemd driver refuses any other).
+pub fn sandbox_path(spec: &Spec, parent: &Path, namespace: &str, id: &str, systemd: bool) -> Result<PathBuf> {
     match spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned()) {
-        Some(p) if !p.is_empty() => cgroupfs_path(&p, parent),
+        Some(p) if !p.is_empty() => {
+            if systemd && systemd_path(&p).is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.cgroupsPath {p:?}: the runtime option SystemdCgroup asks for systemd's slice:prefix:name form"
+                )));
+            }
+            cgroupfs_path(&p, parent)
+        }
         _ => cgroupfs_path(&format!("{namespace}/{id}"), parent),
     }
 }
@@ -108,10 +117,19 @@ mod tests {
                 linux = linux.cgroups_path(p);
             }
             let spec = oci_spec::runtime::SpecBuilder::default().linux(linux.build().unwrap()).build().unwrap();
-            sandbox_path(&spec, Path::new("/beta9"), "default", "c1").unwrap()
+            sandbox_path(&spec, Path::new("/beta9"), "default", "c1", false).unwrap()
         };
         assert_eq!(with(None), PathBuf::from("beta9/default/c1"));
         assert_eq!(with(Some("")), PathBuf::from("beta9/default/c1"));
         assert_eq!(with(Some("/k8s.io/p1")), PathBuf::from("k8s.io/p1"));
+        // SystemdCgroup: systemd's form only.
+        let spec = |p: &str| {
+            let linux = LinuxBuilder::default().cgroups_path(p).build().unwrap();
+            oci_spec::runtime::SpecBuilder::default().linux(linux).build().unwrap()
+        };
+        let e = sandbox_path(&spec("/k8s.io/p1"), Path::new("/beta9"), "default", "c1", true).unwrap_err().to_string();
+        assert!(e.contains("SystemdCgroup") && e.contains("slice:prefix:name"), "{e}");
+        let p = sandbox_path(&spec("system.slice:beta9:c1"), Path::new("/beta9"), "default", "c1", true).unwrap();
+        assert_eq!(p, PathBuf::from("system.slice/beta9-c1.scope"));
     }
 }
