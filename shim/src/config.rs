@@ -31,6 +31,7 @@ pub struct Config {
     pub agent: AgentConfig,
     pub docker: DockerConfig,
     pub cgroups: CgroupsConfig,
+    pub checkpoint: CheckpointConfig,
     pub policy: Policy,
     /// The file this came from, for error messages; `None` for the built-in defaults.
     #[serde(skip)]
@@ -106,6 +107,21 @@ pub struct CgroupsConfig {
 impl Default for CgroupsConfig {
     fn default() -> Self {
         CgroupsConfig { enforce: true, default_parent: "/beta9".into(), systemd_form: false }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// How runsc compresses an image: `none` restores fastest, `flate-best-speed` is smaller.
+    pub compression: String,
+    /// Leave pages the workload never wrote out of the image (`--exclude-committed-zero-pages`).
+    pub exclude_zero_pages: bool,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { compression: "none".into(), exclude_zero_pages: true }
     }
 }
 
@@ -228,6 +244,12 @@ impl Config {
                     format!("{size:?} is not valid; accepted values: a size such as 8g, 512m, 1048576, or a percentage of memory such as 50%"),
                 ));
             }
+        }
+        if !["none", "flate-best-speed"].contains(&self.checkpoint.compression.as_str()) {
+            return Err(self.bad(
+                "[checkpoint] compression",
+                format!("{:?} is not valid; accepted values: none, flate-best-speed", self.checkpoint.compression),
+            ));
         }
         let parent = &self.cgroups.default_parent;
         if !parent.is_absolute() || parent.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
@@ -365,6 +387,9 @@ mod tests {
             [cgroups]
             enforce = false
             default_parent = "/ops/sandboxes"
+            [checkpoint]
+            compression = "flate-best-speed"
+            exclude_zero_pages = false
             [policy]
             allow_docker = false
             allow_gpu = false
@@ -382,6 +407,7 @@ mod tests {
         assert_eq!(c.docker.tmpfs_size.as_deref(), Some("8g"));
         assert!(!c.policy.allow_docker && !c.policy.allow_gpu && !c.policy.allow_host_network);
         assert_eq!(c.cgroups, CgroupsConfig { enforce: false, default_parent: "/ops/sandboxes".into(), systemd_form: false });
+        assert_eq!(c.checkpoint, CheckpointConfig { compression: "flate-best-speed".into(), exclude_zero_pages: false });
     }
 
     #[test]
@@ -403,6 +429,7 @@ mod tests {
             ("[polcy]\nallow_docker = false", "polcy"),
             ("[cgroups]\ndefault_parent = \"beta9\"", "[cgroups] default_parent"),
             ("[cgroups]\nenforce = \"no\"", "enforce"),
+            ("[checkpoint]\ncompression = \"gzip\"", "[checkpoint] compression"),
         ];
         for (text, key) in cases {
             let e = parse(text).unwrap_err().to_string();

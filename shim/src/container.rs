@@ -30,6 +30,8 @@ pub struct CreateRequest {
     pub stdio: StdioPaths,
     pub spec: Spec,
     pub role: Role,
+    /// A checkpoint to bring back instead of starting the spec's process.
+    pub restore: Option<PathBuf>,
 }
 
 /// Where a container goes in its sandbox.
@@ -99,6 +101,10 @@ pub struct Container {
     cgroups_path: Option<String>,
     /// The init's pid inside the sandbox, once known (Pids).
     init_internal_pid: Option<u32>,
+    /// The image layers of its rootfs, which a checkpoint records.
+    layers: Vec<String>,
+    /// Brought back from a checkpoint at Create: running already, Start has nothing to start.
+    restored: bool,
 }
 
 struct Exec {
@@ -145,6 +151,11 @@ impl Container {
         };
 
         let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned());
+        let layers = crate::snapshot::layers(&req.rootfs);
+        if let Some(image) = &req.restore {
+            let record = crate::snapshot::CheckpointRecord::read(image)?;
+            record.check(crate::runsc::version(&runsc.binary).await, &layers)?;
+        }
         let result = async {
             let original = spec.clone();
             let read_only = req.bundle.mount_rootfs(&req.rootfs).await?;
@@ -225,6 +236,10 @@ impl Container {
             }
             io.attach_console().await?;
             let pid = pid?;
+            if let Some(image) = &req.restore {
+                // Into the sandbox just created: the restored processes take over its stdio.
+                runsc.restore(&req.id, image).await?;
+            }
             let exit = boots.then(|| Reaper::get().watch(pid as i32, mark));
             Ok::<_, Error>((pid, exit, io, start_stdio, exec_seccomp))
         }
@@ -253,6 +268,8 @@ impl Container {
                     oom_kills_at_start: 0,
                     cgroups_path,
                     init_internal_pid: None,
+                    layers,
+                    restored: req.restore.is_some(),
                 })
             }
             Err(e) => {
@@ -289,7 +306,9 @@ impl Container {
     pub async fn start(&mut self, oom_kills: u64) -> Result<(u32, oneshot::Receiver<i32>)> {
         self.init.can_start()?;
         self.oom_kills_at_start = oom_kills;
-        self.runsc.start(&self.id, self.start_stdio.take()).await?;
+        if !self.restored {
+            self.runsc.start(&self.id, self.start_stdio.take()).await?;
+        }
         let exit = match self.init_exit.take() {
             Some(exit) => exit,
             None => {
@@ -551,6 +570,11 @@ impl Container {
     pub async fn stats(&self) -> Result<crate::stats::Stats> {
         self.check_running()?;
         crate::stats::parse(&self.runsc.stats(&self.id).await?)
+    }
+
+    /// The image layers of its rootfs.
+    pub fn layers(&self) -> &[String] {
+        &self.layers
     }
 
     /// The sandbox cgroup's OOM kills when this container started.

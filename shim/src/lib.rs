@@ -18,6 +18,7 @@ pub mod runsc;
 pub mod sandbox;
 pub mod seccomp;
 pub mod service;
+pub mod snapshot;
 pub mod spec;
 pub mod stats;
 pub mod stdio;

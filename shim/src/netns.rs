@@ -39,8 +39,9 @@ use crate::{
     error::{Error, Result},
 };
 
-/// The runsc calls that set up the sandbox's network (for its first container only).
-pub const SETS_UP_NETWORK: &[&str] = &["start"];
+/// The runsc calls that set up the sandbox's network (for its first container only): `start`,
+/// or `restore`, which gives a saved sandbox the interfaces of the namespace it comes back in.
+pub const SETS_UP_NETWORK: &[&str] = &["start", "restore"];
 
 /// The file this runsc takes as the mark of the host's namespace, and the one later releases take.
 const OLD_ROOT_MARK: &[u8] = b"/proc/sys/net/core/rmem_default";

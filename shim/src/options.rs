@@ -204,6 +204,38 @@ impl RuntimeOptions {
     }
 }
 
+/// What a Checkpoint request asks for, from either of runc's checkpoint option types (fields
+/// 8 and 9 are swapped between them) or none (`ctr t checkpoint` on 1.6, Docker Engine).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointOptions {
+    /// End the task once saved (`ctr t checkpoint --exit`, `WithCheckpointTaskExit`); else it
+    /// goes on running, as runc's shim leaves it without the option.
+    pub exit: bool,
+    /// Where the client wants the image (`WithCheckpointImagePath`), besides containerd's path.
+    pub image_path: Option<PathBuf>,
+}
+
+impl CheckpointOptions {
+    pub fn decode(type_url: &str, value: &[u8]) -> Result<CheckpointOptions> {
+        let image_path_field = match type_url.rsplit('/').next().unwrap_or_default() {
+            "containerd.runc.v1.CheckpointOptions" => 8,
+            "containerd.linux.runc.CheckpointOptions" => 9,
+            _ => return Ok(CheckpointOptions::default()),
+        };
+        let mut o = CheckpointOptions::default();
+        for (number, v) in fields(value)? {
+            match (number, v) {
+                (1, Value::Varint(n)) => o.exit = n != 0,
+                (n, Value::Bytes(b)) if n == image_path_field && !b.is_empty() => {
+                    o.image_path = Some(PathBuf::from(String::from_utf8_lossy(b).into_owned()))
+                }
+                _ => {}
+            }
+        }
+        Ok(o)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +311,18 @@ mod tests {
         assert_eq!(RuntimeOptions::decode("io.example.Other", &v).unwrap(), RuntimeOptions::default());
         assert_eq!(RuntimeOptions::decode("", &[]).unwrap(), RuntimeOptions::default());
         assert!(RuntimeOptions::decode("containerd.runc.v1.Options", &[0x1a, 0x7f]).is_err(), "a length past the end");
+    }
+
+    #[test]
+    fn checkpoint_options_of_both_types_and_none() {
+        let v1 = [varint(1, 1), string(8, "/images/a"), string(9, "/work")].concat();
+        let o = CheckpointOptions::decode("containerd.runc.v1.CheckpointOptions", &v1).unwrap();
+        assert_eq!(o, CheckpointOptions { exit: true, image_path: Some("/images/a".into()) });
+        // The linux.runc type has work_path at 8 and image_path at 9.
+        let linux = [string(8, "/work"), string(9, "/images/b")].concat();
+        let o = CheckpointOptions::decode("containerd.linux.runc.CheckpointOptions", &linux).unwrap();
+        assert_eq!(o, CheckpointOptions { exit: false, image_path: Some("/images/b".into()) });
+        assert_eq!(CheckpointOptions::decode("", &[]).unwrap(), CheckpointOptions::default());
     }
 
     #[test]

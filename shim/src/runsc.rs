@@ -202,6 +202,29 @@ impl Runsc {
         }
     }
 
+    /// Saves the whole sandbox of `id` (its kernel, memory and the files of its overlay) into
+    /// `image`. Without `leave_running` runsc ends the sandbox once saved (exit 0); a paused one
+    /// ends when it is resumed.
+    pub async fn checkpoint(&self, id: &str, image: &Path, how: &CheckpointFlags) -> Result<()> {
+        let mut a: Vec<OsString> = vec!["checkpoint".into(), "--image-path".into(), image.into()];
+        a.push(format!("--compression={}", how.compression).into());
+        if how.exclude_zero_pages {
+            a.push("--exclude-committed-zero-pages".into());
+        }
+        if how.leave_running {
+            a.push("--leave-running".into());
+        }
+        a.push(id.into());
+        self.run("checkpoint", a, None).await.map(drop)
+    }
+
+    /// Brings the sandbox saved in `image` back into the created container `id`, whose stdio
+    /// and terminal are the ones its `runsc create` was given.
+    pub async fn restore(&self, id: &str, image: &Path) -> Result<()> {
+        let a: Vec<OsString> = vec!["restore".into(), "--detach".into(), "--image-path".into(), image.into(), id.into()];
+        self.run("restore", a, None).await.map(drop)
+    }
+
     pub async fn pause(&self, id: &str) -> Result<()> {
         self.run("pause", vec!["pause".into(), id.into()], None).await.map(drop)
     }
@@ -254,6 +277,11 @@ impl Runsc {
         }
         if message.is_empty() {
             message = format!("exit status {code}");
+        }
+        // A Go panic's stack after runsc's words (a truncated checkpoint image) says nothing more.
+        if let Some(at) = message.find("\ngoroutine ") {
+            message.truncate(at);
+            message = message.trim_end().trim_end_matches(':').to_string();
         }
         if message.contains("cannot run with network enabled in root network namespace") {
             // runsc's words mislead: the shim hides this from runsc only where it detects the need.
@@ -314,6 +342,29 @@ async fn run_captured(cmd: &mut Command, stdio: Option<ProcessStdio>, limit: u64
         Some((mut out, mut err)) => (code, read_capped(&mut out, limit), read_capped(&mut err, OUTPUT_LIMIT)),
         None => (code, String::new(), String::new()),
     })
+}
+
+/// How `runsc checkpoint` saves a sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointFlags {
+    pub leave_running: bool,
+    /// `none` (fastest to restore) or `flate-best-speed` (smaller).
+    pub compression: String,
+    pub exclude_zero_pages: bool,
+}
+
+/// What `binary --version` says first (`runsc version release-20240729.0`), once per shim
+/// process: a checkpoint records it, as only the runsc that took one can restore it.
+pub async fn version(binary: &Path) -> &'static str {
+    static VERSION: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    VERSION
+        .get_or_init(|| async {
+            let mut cmd = Command::new(binary);
+            cmd.arg("--version");
+            let out = run_captured(&mut cmd, None, OUTPUT_LIMIT).await.map(|(_, out, _)| out).unwrap_or_default();
+            out.lines().next().unwrap_or_default().trim().to_string()
+        })
+        .await
 }
 
 /// The top-level flags `binary` knows (`runsc flags`), probed once per shim process.
@@ -387,15 +438,17 @@ pub const OUTPUT_LIMIT: u64 = 64 * 1024;
 /// `runsc ps --format=json`: the container's pids, a few bytes each (more than 100000 processes).
 const PS_LIMIT: u64 = 1024 * 1024;
 
-/// What a child wrote to a `memfd` of `limit`, whose file offset it shared: up to that offset,
-/// cut at `limit` (and said to be).
+/// What a child wrote to a `memfd` of `limit`: its text, cut at `limit` (and said to be). The
+/// file is sparse, zeros where nothing was written, and the writer's offset tells nothing
+/// (gVisor writes a process's output at its own offsets), so the text ends at its last byte
+/// that is not NUL: runsc's and the agent's outputs are text.
 fn read_capped(f: &mut File, limit: u64) -> String {
-    let written = f.stream_position().unwrap_or(0);
     let mut buf = Vec::new();
-    let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.take(written.min(limit)).read_to_end(&mut buf));
-    let cut = written > limit;
+    let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.take(limit + CUT_MARGIN).read_to_end(&mut buf));
+    let written = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    buf.truncate(written.min(limit as usize));
     let mut s = String::from_utf8_lossy(&buf).into_owned();
-    if cut {
+    if written as u64 > limit {
         s.push_str(&format!("\n... (cut at {limit} bytes)"));
     }
     s
@@ -541,6 +594,10 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::EPERM), "the file cannot grow past its limit and margin");
         let cut = read_capped(&mut f, 10);
         assert!(cut.starts_with(&"x".repeat(10)) && cut.ends_with("(cut at 10 bytes)") && !cut.contains("xxxxxxxxxxx"), "{cut}");
+        // Written where the writer chose, its offset unmoved (as gVisor writes a process's output).
+        let mut f = memfd("test", 100).unwrap();
+        std::os::unix::fs::FileExt::write_at(&f, b"hello\n", 0).unwrap();
+        assert_eq!(read_capped(&mut f, 100), "hello\n");
     }
 
     #[test]
@@ -548,8 +605,8 @@ mod tests {
         // What `runsc exec ... /.beta9/agent status` relays when the workload replaced it: the
         // capture (run_captured's) holds the limit, and the writer is stopped there.
         let mut out = memfd("runsc-stdout", OUTPUT_LIMIT).unwrap();
-        let status = Command::new("head").args(["-c", "50000000", "/dev/zero"]).stdout(out.try_clone().unwrap()).status().unwrap();
-        assert!(!status.success(), "head could not write past the limit");
+        let status = Command::new("yes").arg("flood").stdout(out.try_clone().unwrap()).status().unwrap();
+        assert!(!status.success(), "yes could not write past the limit");
         assert_eq!(out.metadata().unwrap().len(), OUTPUT_LIMIT + CUT_MARGIN, "the file never grew");
         let text = read_capped(&mut out, OUTPUT_LIMIT);
         assert!(text.len() <= OUTPUT_LIMIT as usize + 40 && text.ends_with("(cut at 65536 bytes)"), "{} bytes", text.len());

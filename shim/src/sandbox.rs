@@ -17,12 +17,14 @@ use tokio::sync::oneshot;
 use crate::{
     annotations::{self, SandboxAnnotations},
     cgroup::{Limits, SandboxCgroup},
-    config::Config,
+    config::{CheckpointConfig, Config},
     container::{Container, CreateRequest, Placement, SandboxSide},
     error::{Error, Result},
     netns::Netns,
+    options::CheckpointOptions,
     process::Exit,
-    runsc::{self, Runsc, RunscFlags},
+    runsc::{self, CheckpointFlags, Runsc, RunscFlags},
+    snapshot::{self, CheckpointRecord, Layer},
     spec::{self, Role},
 };
 
@@ -62,6 +64,8 @@ pub struct Sandbox {
     cgroup: Option<SandboxCgroup>,
     /// Every container in it, the first one included.
     members: Mutex<HashMap<String, Shared>>,
+    /// How its checkpoints are taken.
+    checkpoint: CheckpointConfig,
 }
 
 impl Sandbox {
@@ -110,6 +114,7 @@ impl Sandbox {
             network,
             cgroup,
             members: Mutex::new(HashMap::new()),
+            checkpoint: config.checkpoint.clone(),
         })
     }
 
@@ -216,6 +221,52 @@ impl Sandbox {
         }
         self.runsc.resume(&self.id).await?;
         self.set_state(State::Running);
+        Ok(())
+    }
+
+    /// Saves the whole sandbox into `path` (and into the client's image path, when it named one),
+    /// with the record restore reads. A paused sandbox stays paused; with `exit` the sandbox
+    /// ends once saved (a paused one when resumed), else it runs on.
+    pub async fn checkpoint(&self, c: &Container, path: &Path, o: &CheckpointOptions) -> Result<()> {
+        if self.pod || !c.is_first() {
+            return Err(Error::FailedPrecondition(format!(
+                "{} runs in pod sandbox {}: runsc saves a sandbox whole, and containerd restores containers one at a time, \
+so a pod cannot come back through the Task API; checkpoint a sandbox of its own",
+                c.id(),
+                self.id
+            )));
+        }
+        match self.state() {
+            State::Running | State::Paused => {}
+            State::Created => {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {} is created but not started: runsc would save an image that cannot be restored",
+                    self.id
+                )))
+            }
+            State::Stopped => return Err(Error::FailedPrecondition(format!("container {} is not running", self.id))),
+        }
+        let image = o.image_path.clone().unwrap_or_else(|| path.to_path_buf());
+        std::fs::create_dir_all(&image).map_err(Error::io(format!("create {}", image.display())))?;
+        let paths = c.layers().to_vec();
+        let layers = tokio::task::spawn_blocking(move || {
+            paths.into_iter().map(|path| Layer { digest: snapshot::digest(Path::new(&path)), path }).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::Other(format!("read the rootfs's layers: {e}")))?;
+        let record = CheckpointRecord { runsc: runsc::version(&self.runsc.binary).await.to_string(), id: self.id.clone(), layers, docker: self.docker };
+        let how = CheckpointFlags {
+            leave_running: !o.exit,
+            compression: self.checkpoint.compression.clone(),
+            exclude_zero_pages: self.checkpoint.exclude_zero_pages,
+        };
+        let started = std::time::Instant::now();
+        self.runsc.checkpoint(&self.id, &image, &how).await?;
+        record.write(&image)?;
+        if image != path {
+            snapshot::copy_image(&image, path)?;
+        }
+        log::info!("checkpoint of {} into {} in {:?} (leave running: {})", self.id, image.display(), started.elapsed(), how.leave_running);
         Ok(())
     }
 

@@ -302,6 +302,20 @@ pub fn drop_seccomp(spec: &mut Spec) {
     }
 }
 
+/// A restored task's spec is its checkpoint's, cgroup path included (ctr's `/<ns>/<old id>`,
+/// where the original may still run): one that does not name the new `id` is dropped, so the
+/// new task gets a cgroup of its own (the default parent's `<namespace>/<id>`). Returns whether
+/// the spec changed.
+pub fn cgroup_for_restore(spec: &mut Spec, id: &str) -> bool {
+    let Some(linux) = spec.linux_mut().as_mut() else { return false };
+    let names_id = linux.cgroups_path().as_ref().is_some_and(|p| p.to_string_lossy().contains(id));
+    if linux.cgroups_path().is_none() || names_id {
+        return false;
+    }
+    linux.set_cgroups_path(None);
+    true
+}
+
 pub fn save(spec: &Spec, bundle: &Path) -> Result<()> {
     spec.save(bundle.join("config.json"))
         .map_err(|e| Error::Other(format!("writing {}/config.json: {e}", bundle.display())))

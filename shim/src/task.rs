@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashSet,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -31,7 +32,7 @@ use crate::{
     annotations::SandboxAnnotations,
     bundle::{Bundle, Mount},
     config::Config,
-    options::RuntimeOptions,
+    options::{CheckpointOptions, RuntimeOptions},
     container::CreateRequest,
     events::EventSender,
     process::{Exit, Status},
@@ -166,14 +167,25 @@ impl TaskService {
     }
 
     pub async fn task_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
-        if !req.checkpoint.is_empty() {
-            return Err(Error::Unimplemented("restoring from a checkpoint is not supported".into()));
-        }
         let bundle = Bundle::new(&req.bundle);
-        let spec = spec::load(bundle.path())?;
+        let mut spec = spec::load(bundle.path())?;
         let role = spec::role(&spec)?;
         let options = req.options.as_ref().map(|o| RuntimeOptions::decode(&o.type_url, &o.value)).transpose()?.unwrap_or_default();
         let config = Config::load(options.config_path.as_deref())?.with_runtime_options(&options)?;
+        // containerd 2.x names the checkpoint to restore; 1.6's client, given an image path, only
+        // the option.
+        let restore = Some(req.checkpoint.clone()).filter(|c| !c.is_empty()).map(PathBuf::from).or(options.image_path.clone());
+        if restore.is_some() {
+            if role != Role::Single {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} is a pod's container: a pod's sandbox is saved whole, and containerd restores containers one at a time",
+                    req.id
+                )));
+            }
+            if spec::cgroup_for_restore(&mut spec, &req.id) {
+                spec::save(&spec, bundle.path())?;
+            }
+        }
         let annotations = SandboxAnnotations::parse(spec.annotations().as_ref().unwrap_or(&Default::default()))?;
         config.admit(&annotations)?;
         let (_reservation, joined) = self.reserve(&req.id, &role)?;
@@ -195,6 +207,7 @@ impl TaskService {
             stdio: StdioPaths { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal },
             spec,
             role,
+            restore,
         };
         let c = match sandbox.create(create, &config, &annotations).await {
             Ok(c) => c,
@@ -444,6 +457,13 @@ impl TaskService {
         sandbox.update(&c, &r).await
     }
 
+    pub async fn task_checkpoint(&self, req: api::CheckpointTaskRequest) -> Result<()> {
+        let options = req.options.as_ref().map(|o| CheckpointOptions::decode(&o.type_url, &o.value)).transpose()?.unwrap_or_default();
+        let (sandbox, shared) = self.get(&req.id)?;
+        let c = shared.lock().await;
+        sandbox.checkpoint(&c, Path::new(&req.path), &options).await
+    }
+
     pub async fn task_shutdown(&self) -> Result<()> {
         let idle = self.sandbox().is_none_or(|s| s.is_empty()) && self.creating.lock().unwrap().is_empty();
         if idle {
@@ -500,11 +520,9 @@ impl Task for TaskService {
         self.task_resume(req).await?;
         Ok(Empty::new())
     }
-    async fn checkpoint(&self, _: &TtrpcContext, _: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {
-        Err(Error::Unimplemented(
-            "Checkpoint is not supported by the beta9 sandbox shim: runsc's checkpoint is experimental and restores need the same runsc and host".into(),
-        )
-        .into())
+    async fn checkpoint(&self, _: &TtrpcContext, req: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {
+        self.task_checkpoint(req).await?;
+        Ok(Empty::new())
     }
     async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
         let (_, shared) = self.get(&req.id)?;

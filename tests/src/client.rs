@@ -18,7 +18,7 @@ use containerd_client::{
         containers_client::ContainersClient, leases_client::LeasesClient, snapshots::snapshots_client::SnapshotsClient,
         snapshots::*, tasks_client::TasksClient, *,
     },
-    types::Mount,
+    types::{Descriptor, Mount},
 };
 use tonic::{transport::Channel, Request, Status};
 
@@ -185,6 +185,18 @@ impl<'a> Task<'a> {
 
     /// Create with task options, as the Go client's `NewTask(WithRuntimeOptions...)` sends them.
     pub fn create_with(&self, stdio: &Stdio, rootfs: Vec<Mount>, options: Option<prost_types::Any>) -> GrpcResult<u32> {
+        self.create_from(stdio, rootfs, options, None)
+    }
+
+    /// Create that restores `checkpoint` (the descriptor Checkpoint returned, as the Go client's
+    /// `NewTask(WithTaskCheckpoint)` sends it; containerd hands the runtime its files).
+    pub fn create_from(
+        &self,
+        stdio: &Stdio,
+        rootfs: Vec<Mount>,
+        options: Option<prost_types::Any>,
+        checkpoint: Option<Descriptor>,
+    ) -> GrpcResult<u32> {
         let req = CreateTaskRequest {
             container_id: self.id.clone(),
             rootfs,
@@ -193,9 +205,37 @@ impl<'a> Task<'a> {
             stderr: stdio.stderr.clone(),
             terminal: stdio.terminal,
             options,
+            checkpoint,
             ..Default::default()
         };
         self.client.call(self.client.tasks().create(namespaced(req))).map(|r| r.pid)
+    }
+
+    /// Tasks.Checkpoint (what the Go client's `task.Checkpoint` and `container.Checkpoint` call):
+    /// the checkpoint's files as a content blob; its descriptor, of the criu tar's media type.
+    pub fn checkpoint(&self, options: Option<prost_types::Any>) -> GrpcResult<Descriptor> {
+        let req = CheckpointTaskRequest { container_id: self.id.clone(), options, ..Default::default() };
+        let r = self.client.call(self.client.tasks().checkpoint(namespaced(req)))?;
+        r.descriptors
+            .into_iter()
+            .find(|d| d.media_type.ends_with("checkpoint.criu.tar"))
+            .ok_or_else(|| Status::not_found("Checkpoint returned no checkpoint blob"))
+    }
+
+    pub fn pause(&self) -> GrpcResult<()> {
+        let req = PauseTaskRequest { container_id: self.id.clone() };
+        self.client.call(self.client.tasks().pause(namespaced(req))).map(drop)
+    }
+
+    pub fn resume(&self) -> GrpcResult<()> {
+        let req = ResumeTaskRequest { container_id: self.id.clone() };
+        self.client.call(self.client.tasks().resume(namespaced(req))).map(drop)
+    }
+
+    /// The task's status as containerd reports it (Tasks.Get).
+    pub fn status(&self) -> GrpcResult<i32> {
+        let req = GetRequest { container_id: self.id.clone(), ..Default::default() };
+        Ok(self.client.call(self.client.tasks().get(namespaced(req)))?.process.map(|p| p.status).unwrap_or_default())
     }
 
     /// The container's runtime options (`WithRuntime(name, options)`): containerd hands them to

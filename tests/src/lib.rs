@@ -317,6 +317,18 @@ pub fn busybox_tar() -> (std::path::PathBuf, std::path::PathBuf) {
     (dir, tar)
 }
 
+/// The containerd version the tests run against (hack/env.sh's BETA9_CONTAINERD).
+pub fn containerd_version() -> String {
+    std::env::var("BETA9_CONTAINERD").unwrap_or_else(|_| "1.6".into())
+}
+
+/// Whether containerd is 1.x, whose Go client sends runc's `containerd.linux.runc.*` option
+/// types to a runtime not named `io.containerd.runc*` (2.x sends `containerd.runc.v1.*`, and its
+/// daemon refuses any other type for Create and Checkpoint).
+pub fn containerd_1x() -> bool {
+    containerd_version().starts_with("1.")
+}
+
 /// The runsc root the sandbox of `id` runs under, from its runsc processes' `--root`.
 pub fn runsc_root_of(id: &str) -> String {
     let sandbox = processes()

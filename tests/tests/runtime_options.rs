@@ -13,6 +13,18 @@ use tonic::Code;
 const RUNC_V1: &str = "containerd.runc.v1.Options";
 const LINUX_RUNC: &str = "containerd.linux.runc.CreateOptions";
 
+/// Create options as this containerd's Go client sends them: 1.x the linux.runc type (whose
+/// field is `linux`), 2.x runc.v1 (field `v1`), the only type its daemon passes on.
+fn create_options<'a>(linux: u32, v1: u32, value: beta9_e2e::client::OptionField<'a>) -> prost_types::Any {
+    use beta9_e2e::client::OptionField;
+    let (type_name, field) = if containerd_1x() { (LINUX_RUNC, linux) } else { (RUNC_V1, v1) };
+    let value = match value {
+        OptionField::Text(_, s) => OptionField::Text(field, s),
+        OptionField::Number(_, n) => OptionField::Number(field, n),
+    };
+    runc_options(type_name, &[value])
+}
+
 /// The host pid of the shim serving `id`.
 fn shim_of(id: &str) -> u32 {
     let pattern = format!(" -id {id} ");
@@ -58,8 +70,13 @@ fn io_uid_and_gid_are_met_by_gvisor_itself() {
     let out = t.fifo("out");
     let stdio = Stdio { stdout: out.to_string_lossy().into(), ..Default::default() };
     let said = Output::read(&out, Reader::Fast);
-    // 1.6's client sends the linux.runc type: IoUid 10, IoGid 11.
-    t.create_with(&stdio, t.rootfs(), Some(runc_options(LINUX_RUNC, &[Number(10, 1000), Number(11, 1001)]))).expect("CreateTask");
+    // 1.x's client sends the linux.runc type (IoUid 10, IoGid 11), 2.x runc.v1 (4, 5).
+    let options = if containerd_1x() {
+        runc_options(LINUX_RUNC, &[Number(10, 1000), Number(11, 1001)])
+    } else {
+        runc_options(RUNC_V1, &[Number(4, 1000), Number(5, 1001)])
+    };
+    t.create_with(&stdio, t.rootfs(), Some(options)).expect("CreateTask");
     t.start("").expect("Start");
     assert_eq!(t.wait("").expect("Wait"), 0);
     assert_eq!(String::from_utf8_lossy(&said.all()), "1000:1001\nreopened\n");
@@ -138,9 +155,9 @@ fn binary_name_is_the_runsc_to_run() {
 #[test]
 fn what_runsc_cannot_honour_is_refused_by_name() {
     let client = Client::connect();
-    for (type_name, field, name) in [(RUNC_V1, 1, "NoPivotRoot"), (LINUX_RUNC, 8, "NoNewKeyring")] {
+    for (linux, v1, name) in [(1, 1, "NoPivotRoot"), (8, 2, "NoNewKeyring")] {
         let t = Task::container(&client, "unsup", BUSYBOX, &[], &["true"]);
-        let e = t.create_with(&Stdio::default(), t.rootfs(), Some(runc_options(type_name, &[Number(field, 1)]))).expect_err(name);
+        let e = t.create_with(&Stdio::default(), t.rootfs(), Some(create_options(linux, v1, Number(0, 1)))).expect_err(name);
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains(name) && e.message().contains("not supported by runsc"), "{e:?}");
     }
