@@ -25,9 +25,10 @@ pub fn default_route_device(route_table: &str) -> Option<String> {
 }
 
 /// The uplink among `addresses` (interface, IPv4): the default route's device if it has one,
-/// else the first interface that is not loopback.
+/// else the first interface that is neither loopback nor one of Docker's (a bridge a previous
+/// dockerd left has an address too).
 pub fn choose(default_device: Option<&str>, addresses: &[(String, Ipv4Addr)]) -> Option<(String, Ipv4Addr)> {
-    let usable = |(_, a): &&(String, Ipv4Addr)| !a.is_loopback() && !a.is_unspecified();
+    let usable = |(d, a): &&(String, Ipv4Addr)| !a.is_loopback() && !a.is_unspecified() && !crate::docker::netstack::is_dockers(d);
     if let Some(dev) = default_device {
         if let Some(found) = addresses.iter().filter(usable).find(|(d, _)| d == dev) {
             return Some(found.clone());
@@ -103,5 +104,7 @@ eth1\t00000000\t015A580A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
         assert_eq!(choose(None, &addrs), Some(("eth0".into(), Ipv4Addr::new(10, 88, 90, 5))), "no default route: the first");
         assert_eq!(choose(Some("eth9"), &addrs).unwrap().0, "eth0");
         assert_eq!(choose(None, &addrs[..1]), None, "loopback is no uplink");
+        let left = vec![("br-9d25b2b1e1a9".to_string(), Ipv4Addr::new(172, 18, 0, 1)), addrs[1].clone()];
+        assert_eq!(choose(None, &left).unwrap().0, "eth0", "a bridge left behind is no uplink");
     }
 }

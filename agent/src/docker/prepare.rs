@@ -77,20 +77,25 @@ impl Supervisor {
                 "host: no bridge (--bridge=none --ip-forward=false); nested containers use --network host".to_string()
             }
             Network::None => {
-                let rules = self.set_up_netstack(None);
+                self.clear_leftovers();
+                let rules = self.set_up_rules(None);
                 format!("none: loopback only; nested containers reach each other on Docker's bridges; {rules}")
             }
-            Network::Sandbox => match uplink::find() {
-                Ok(up) => {
-                    args.push(format!("--mtu={}", up.mtu));
-                    let rules = self.set_up_netstack(Some(up.clone()));
-                    format!("sandbox: {} {} mtu {}: {rules}", up.device, up.address, up.mtu)
+            Network::Sandbox => {
+                // Before the uplink is looked for: a bridge left behind has an address too.
+                self.clear_leftovers();
+                match uplink::find() {
+                    Ok(up) => {
+                        args.push(format!("--mtu={}", up.mtu));
+                        let rules = self.set_up_rules(Some(up.clone()));
+                        format!("sandbox: {} {} mtu {}: {rules}", up.device, up.address, up.mtu)
+                    }
+                    Err(e) => {
+                        let rules = self.set_up_rules(None);
+                        format!("sandbox: nested containers reach no other host: no uplink: {e}; {rules}")
+                    }
                 }
-                Err(e) => {
-                    let rules = self.set_up_netstack(None);
-                    format!("sandbox: nested containers reach no other host: no uplink: {e}; {rules}")
-                }
-            },
+            }
         };
         self.note(&format!("network {network}"));
         let mode = self.opts.network;
@@ -103,17 +108,24 @@ impl Supervisor {
         Ok(args)
     }
 
-    /// Clears what a previous dockerd left in the netstack (a container restarted in its pod),
-    /// then sets up the agent's rules (netstack.rs); says what it did, or why not.
-    fn set_up_netstack(&mut self, up: Option<Uplink>) -> String {
+    /// Clears what a previous dockerd left in the netstack (a container started again in its
+    /// pod): netstack::reset, when the netstack holds dockerd's interfaces.
+    fn clear_leftovers(&self) {
         match netstack::docker_links() {
             Ok(left) if !left.is_empty() => {
                 self.note(&format!("the sandbox's network stack holds a previous dockerd's interfaces ({}): removing them", left.join(", ")));
-                self.reset_network_only();
+                match netstack::reset(&self.children, self.legacy.as_ref()) {
+                    Ok(removed) => self.note(&format!("removed {}", removed.join(", "))),
+                    Err(e) => self.note(&format!("cannot remove all a previous dockerd left: {e}")),
+                }
             }
             Ok(_) => {}
             Err(e) => self.note(&format!("cannot list the sandbox's interfaces: {e}")),
         }
+    }
+
+    /// Sets up the agent's rules (netstack.rs); says what it did, or why not.
+    fn set_up_rules(&mut self, up: Option<Uplink>) -> String {
         self.uplink = up;
         let Some(legacy) = &self.legacy else {
             return "the image has no iptables-legacy (gVisor's netstack refuses the nft backend): no SNAT, and packets \
@@ -126,14 +138,6 @@ impl Supervisor {
                 None => "no forwarding from a Docker bridge back into one".into(),
             },
             Err(e) => format!("the rules for nested networks failed: {e}"),
-        }
-    }
-
-    /// `netstack::reset`, before the agent's rules are set up (they are next).
-    fn reset_network_only(&self) {
-        match netstack::reset(&self.children, self.legacy.as_ref()) {
-            Ok(removed) => self.note(&format!("removed {}", removed.join(", "))),
-            Err(e) => self.note(&format!("cannot remove all a previous dockerd left: {e}")),
         }
     }
 
