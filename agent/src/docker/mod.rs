@@ -65,6 +65,7 @@ impl Docker {
             env: Vec::new(),
             legacy: None,
             uplink: None,
+            rules: None,
         };
         std::thread::Builder::new().name("docker".into()).spawn(move || sup.run(workload))?;
         Ok(Docker { status, stopping })
@@ -93,6 +94,8 @@ struct Supervisor {
     env: Vec<(&'static str, String)>,
     legacy: Option<netstack::Legacy>,
     uplink: Option<crate::uplink::Uplink>,
+    /// The rules for nested networks, set up while dockerd starts.
+    rules: Option<prepare::Rules>,
 }
 
 impl Supervisor {

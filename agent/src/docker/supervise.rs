@@ -91,6 +91,7 @@ impl Supervisor {
                         }
                         self.note_bridge_limits();
                     }
+                    self.rules_ready();
                     self.note_storage_driver();
                     self.status.update(|s| s.phase = Phase::Ready);
                     self.note(&format!(
