@@ -64,8 +64,10 @@ impl Legacy {
     /// leaves the rest of the table as it is; returns the tool's words when it refuses. The
     /// whole table's change is one transaction: refused, nothing of it is applied.
     pub fn apply(&self, children: &Children, table: &str, rules: &str) -> Result<(), String> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         std::fs::create_dir_all(RULES_DIR).map_err(|e| format!("create {RULES_DIR}: {e}"))?;
-        let file = Path::new(RULES_DIR).join(format!("{table}.rules"));
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = Path::new(RULES_DIR).join(format!("{table}-{n}.rules"));
         std::fs::write(&file, rules).map_err(|e| format!("write {}: {e}", file.display()))?;
         let argv = [self.restore.to_string_lossy().into_owned(), "--noflush".into(), "-w".into(), "10".into(), file.to_string_lossy().into_owned()];
         let result = super::run_helper(children, &argv);
@@ -183,7 +185,7 @@ pub fn install(children: &Children, legacy: &Legacy, up: Option<&Uplink>) -> Res
 pub fn reset(children: &Children, legacy: Option<&Legacy>) -> Result<Vec<String>, String> {
     let mut removed = Vec::new();
     let mut errors = Vec::new();
-    // Bridges first: a veth's peer may go with its bridge's ports.
+    // Bridges, then veths (one whose peer went first is gone already: nothing to do).
     let mut links = docker_links().map_err(|e| format!("list the sandbox's interfaces: {e}"))?;
     links.sort_by_key(|n| n.starts_with("veth"));
     for link in links {

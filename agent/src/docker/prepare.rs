@@ -23,14 +23,14 @@ use crate::{
 const CGROUPS: [&str; 7] = ["cpu", "cpuacct", "cpuset", "devices", "memory", "pids", "job"];
 /// Where dockerd finds `iptables` & co. as links to the legacy ones, first on its PATH.
 const LEGACY_BIN: &str = "/run/beta9/legacy-iptables";
+/// The iptables programs dockerd and its helpers run, by the names they run them.
+const IPTABLES_TOOLS: [&str; 6] = ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"];
+
 /// The agent's rules for nested networks: being set up beside dockerd's start, or what they are.
 pub(super) enum Rules {
     Pending(std::thread::JoinHandle<String>),
     Done(String),
 }
-
-/// The iptables programs dockerd and its helpers run, by the names they run them.
-const IPTABLES_TOOLS: [&str; 6] = ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"];
 
 impl Supervisor {
     /// Everything dockerd needs from the sandbox; returns its arguments.
@@ -70,9 +70,9 @@ impl Supervisor {
                 }
             }
         };
-        let iptables = match &legacy_first {
+        let iptables = match &self.legacy {
             Some(_) => format!("{iptables}; dockerd's own iptables calls (its embedded DNS) go to iptables-legacy"),
-            None => iptables,
+            None => format!("{iptables}; the image has no legacy iptables: dockerd's embedded DNS cannot set up its rules"),
         };
         self.note(&format!("iptables {iptables}"));
         self.status.update(|s| s.iptables = iptables);
@@ -218,7 +218,8 @@ impl Supervisor {
             return Err("the image has no iptables-legacy, the only backend gVisor's netstack speaks".into());
         };
         let chain = "BETA9-PROBE";
-        let probe = format!("*nat\n-N {chain}\n-A {chain} -m addrtype --dst-type LOCAL -j RETURN\n-A {chain} -j MASQUERADE\nCOMMIT\n");
+        // Declared (made, or emptied if something left it), so only the rules can be refused.
+        let probe = format!("*nat\n:{chain} - [0:0]\n-A {chain} -m addrtype --dst-type LOCAL -j RETURN\n-A {chain} -j MASQUERADE\nCOMMIT\n");
         legacy.apply(&self.children, "nat", &probe).map_err(|e| format!("the sandbox's netstack refuses dockerd's NAT rules (MASQUERADE, -m addrtype): {e}"))?;
         let _ = legacy.apply(&self.children, "nat", &format!("*nat\n-F {chain}\n-X {chain}\nCOMMIT\n"));
         Ok(())
