@@ -216,6 +216,11 @@ fn stack_writable_overlay(target: &Path, rw: &Path) -> Result<()> {
     for d in [&upper, &work] {
         std::fs::create_dir_all(d).map_err(Error::io(format!("create {}", d.display())))?;
     }
+    // The overlay's root takes the upper directory's mode and owner: the image's root's.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let root = std::fs::metadata(target).map_err(Error::io(format!("stat {}", target.display())))?;
+    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(root.mode() & 0o7777)).map_err(Error::io(format!("chmod {}", upper.display())))?;
+    std::os::unix::fs::chown(&upper, Some(root.uid()), Some(root.gid())).map_err(Error::io(format!("chown {}", upper.display())))?;
     // overlayfs reads ',' as the end of an option and ':' as a layer separator.
     let escape = |p: &Path| p.display().to_string().replace('\\', "\\\\").replace(',', "\\,").replace(':', "\\:");
     let data = format!("lowerdir={},upperdir={},workdir={}", escape(target), escape(&upper), escape(&work));

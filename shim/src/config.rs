@@ -17,6 +17,8 @@ use crate::{
 };
 
 pub const DEFAULT_PATH: &str = "/etc/containerd/beta9-sandbox.toml";
+/// The largest config file read: any real one is a few KiB, and the path comes with requests.
+const MAX_SIZE: u64 = 1024 * 1024;
 /// runsc puts `<root>/<16 hex>/runsc-<id>.sock` there: with a 64-character CRI id that is the
 /// root plus 93 bytes, and a unix socket path has 107.
 const MAX_ROOT_LEN: usize = 14;
@@ -132,14 +134,21 @@ impl Config {
             None if Path::new(DEFAULT_PATH).exists() => PathBuf::from(DEFAULT_PATH),
             None => return Ok(Config::default()),
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::InvalidArgument(format!("config {}: cannot read it: {e}", path.display())))?;
-        Config::parse(&text, &path)
+        Config::parse(&read_bounded(&path)?, &path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        let mut config: Config = toml::from_str(text)
-            .map_err(|e| Error::InvalidArgument(format!("config {}: {}", path.display(), one_line(&e.to_string()))))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            if toml::from_str::<toml::Table>(text).is_ok() {
+                // A config with a wrong key or value: toml quotes the line that has it.
+                return Error::InvalidArgument(format!("config {}: {}", path.display(), one_line(&e.to_string())));
+            }
+            // No TOML at all: where, never what. The path comes with requests, and the error
+            // would quote a line of any file root can read.
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let at = line.map(|l| format!(" at line {l}")).unwrap_or_default();
+            Error::InvalidArgument(format!("config {}: not TOML{at}: {}", path.display(), one_line(e.message())))
+        })?;
         config.source = Some(path.to_path_buf());
         config.validate()?;
         Ok(config)
@@ -259,6 +268,27 @@ impl Config {
     }
 }
 
+/// A config file's text: a regular file of at most `MAX_SIZE`, opened without blocking (a FIFO
+/// at the path must not hold the shim).
+fn read_bounded(path: &Path) -> Result<String> {
+    use std::{io::Read, os::unix::fs::OpenOptionsExt};
+    let cannot = |why: String| Error::InvalidArgument(format!("config {}: cannot read it: {why}", path.display()));
+    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(|e| cannot(e.to_string()))?;
+    let meta = f.metadata().map_err(|e| cannot(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(cannot("it is not a regular file".into()));
+    }
+    if meta.len() > MAX_SIZE {
+        return Err(cannot(format!("it has {} bytes, more than a config's {MAX_SIZE}", meta.len())));
+    }
+    let mut bytes = Vec::new();
+    f.by_ref().take(MAX_SIZE + 1).read_to_end(&mut bytes).map_err(|e| cannot(e.to_string()))?;
+    if bytes.len() as u64 > MAX_SIZE {
+        return Err(cannot(format!("it grew past a config's {MAX_SIZE} bytes")));
+    }
+    String::from_utf8(bytes).map_err(|_| cannot("it is not UTF-8 text".into()))
+}
+
 /// toml's errors quote the offending line on several lines; containerd shows one.
 fn one_line(s: &str) -> String {
     s.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "|").collect::<Vec<_>>().join(" ")
@@ -371,6 +401,28 @@ mod tests {
     fn a_missing_file_is_an_error_naming_it() {
         let e = Config::load(Some(Path::new("/nonexistent/beta9.toml"))).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/beta9.toml") && e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn only_a_bounded_regular_file_is_read_and_its_text_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let started = std::time::Instant::now();
+        for (path, why) in [(fifo.as_path(), "not a regular file"), (Path::new("/dev/zero"), "not a regular file"), (dir.path(), "not a regular file")] {
+            let e = Config::load(Some(path)).unwrap_err().to_string();
+            assert!(e.contains(&path.display().to_string()) && e.contains(why), "{e}");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "nothing blocked");
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_SIZE as usize + 1]).unwrap();
+        let e = Config::load(Some(&big)).unwrap_err().to_string();
+        assert!(e.contains("more than a config's"), "{e}");
+        // A file that is no TOML (a password file, say): where, but not what.
+        let secret = dir.path().join("shadow");
+        std::fs::write(&secret, "root:$6$s3cr3tHash:19000:0:99999:7:::\n").unwrap();
+        let e = Config::load(Some(&secret)).unwrap_err().to_string();
+        assert!(e.contains("line 1") && !e.contains("s3cr3t") && !e.contains("root:"), "{e}");
     }
 
     #[test]

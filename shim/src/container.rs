@@ -2,7 +2,7 @@
 //! change them. What belongs to the whole sandbox (runsc's flags, pause, network, cgroup) is
 //! its `Sandbox`'s, which hands each container what it needs (`Placement`, `SandboxSide`).
 
-use std::{collections::HashMap, future::Future, path::PathBuf, time::Duration};
+use std::{collections::HashMap, future::Future, os::unix::fs::DirBuilderExt, path::PathBuf, time::Duration};
 
 use log::info;
 use oci_spec::runtime::{LinuxResources, Spec};
@@ -16,7 +16,7 @@ use crate::{
     error::{Error, Result, RunscFailure},
     process::{Exit, Process, Status},
     reaper::Reaper,
-    runsc::{ProcessStdio, PsEntry, Runsc},
+    runsc::{ProcessStdio, Runsc},
     spec::{self, Role},
     stdio::{ProcessIo, StdioPaths},
 };
@@ -97,6 +97,8 @@ pub struct Container {
     oom_kills_at_start: u64,
     /// The spec's cgroup, which runsc makes (empty) for an app container.
     cgroups_path: Option<String>,
+    /// The init's pid inside the sandbox, once known (Pids).
+    init_internal_pid: Option<u32>,
 }
 
 struct Exec {
@@ -168,6 +170,9 @@ impl Container {
                 Some(profile) => {
                     let program = req.bundle.path().join("seccomp.bpf");
                     std::fs::write(&program, crate::seccomp::compile(&profile)?).map_err(Error::io("write the seccomp program"))?;
+                    // Read by the agent as the container's user.
+                    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                        .map_err(Error::io("make the seccomp program readable"))?;
                     if !agent_binary.is_file() {
                         return Err(Error::NotFound(format!(
                             "the sandbox agent {} does not exist; it applies the container's seccomp profile ([agent] binary in the {})",
@@ -195,7 +200,12 @@ impl Container {
             }
             let root = runsc.flags.root.clone();
             req.bundle.write_record(&Record { binary: runsc.binary.clone(), root: root.clone(), cgroups })?;
-            std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
+            // runsc's state and control sockets: root's alone.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)
+                .map_err(Error::io(format!("create {}", root.display())))?;
             let (child_stdio, mut io) = ProcessIo::open(&req.stdio)?;
             // A pod's app container gets a terminal at create and its pipes at start.
             let (create_stdio, start_stdio) = match (boots, child_stdio.console_socket.is_some()) {
@@ -242,6 +252,7 @@ impl Container {
                     exec_seq: 0,
                     oom_kills_at_start: 0,
                     cgroups_path,
+                    init_internal_pid: None,
                 })
             }
             Err(e) => {
@@ -506,11 +517,19 @@ impl Container {
     /// Every process of the sandbox that this container's init sees, as Pids lists them: the
     /// init and each exec under the host pid containerd knows them by, the rest under their pid
     /// inside the sandbox.
-    pub async fn pids(&self) -> Result<Vec<ProcessEntry>> {
+    pub async fn pids(&mut self) -> Result<Vec<ProcessEntry>> {
         let listed = self.runsc.ps(&self.id).await?;
+        // The init is the sandbox's PID 1, or a pod's app container's first process: pids only
+        // grow, so the lowest of its first listing (after which it is known).
+        let init = match self.init_internal_pid {
+            Some(pid) => pid,
+            None if self.boots => 1,
+            None => *listed.iter().min().unwrap_or(&0),
+        };
+        self.init_internal_pid = Some(init);
         let execs: Vec<(&String, &Process)> =
             self.execs.iter().filter(|(_, e)| e.process.status == Status::Running).map(|(id, e)| (id, &e.process)).collect();
-        Ok(host_pids(&listed, self.init.pid, &execs))
+        Ok(host_pids(&listed, init, self.init.pid, &execs))
     }
 
     pub fn check_running(&self) -> Result<()> {
@@ -536,26 +555,24 @@ impl Container {
     }
 }
 
-/// Pids' list from runsc's table (pids inside the sandbox): the init (ppid 0, as every exec's
-/// process is, but claimed by none) under `init_pid`, each running exec under its host pid with
-/// its id, the rest as runsc numbers them. A pid inside the sandbox that equals one of those host
-/// pids is left out: a client looks the task's and its execs' pids up in this list, and would
-/// take that process for them (both are numbered from the same range, so a long-lived sandbox
-/// can meet one).
-fn host_pids(listed: &[PsEntry], init_pid: u32, execs: &[(&String, &Process)]) -> Vec<ProcessEntry> {
+/// Pids' list from runsc's (pids inside the sandbox): the init (`init`) under `init_pid`, each
+/// running exec under its host pid with its id, the rest as runsc numbers them. A pid inside
+/// the sandbox that equals one of those host pids is left out: a client looks the task's and its
+/// execs' pids up in this list, and would take that process for them (both are numbered from
+/// the same range, so a long-lived sandbox can meet one).
+fn host_pids(listed: &[u32], init: u32, init_pid: u32, execs: &[(&String, &Process)]) -> Vec<ProcessEntry> {
     let exec_of = |pid: u32| execs.iter().find(|(_, p)| p.internal_pid == Some(pid));
-    let init = listed.iter().find(|p| p.ppid == 0 && exec_of(p.pid).is_none()).map(|p| p.pid);
     let known: Vec<u32> = std::iter::once(init_pid).chain(execs.iter().map(|(_, p)| p.pid)).collect();
     listed
         .iter()
-        .filter_map(|p| {
-            if Some(p.pid) == init {
+        .filter_map(|&pid| {
+            if pid == init {
                 return Some(ProcessEntry { pid: init_pid, exec_id: None });
             }
-            if let Some((id, e)) = exec_of(p.pid) {
+            if let Some((id, e)) = exec_of(pid) {
                 return Some(ProcessEntry { pid: e.pid, exec_id: Some(id.to_string()) });
             }
-            (!known.contains(&p.pid)).then_some(ProcessEntry { pid: p.pid, exec_id: None })
+            (!known.contains(&pid)).then_some(ProcessEntry { pid, exec_id: None })
         })
         .collect()
 }
@@ -581,19 +598,19 @@ mod tests {
 
     #[test]
     fn pids_carry_host_pids_for_the_init_and_execs_and_leave_out_what_would_read_as_them() {
-        let ps = |pid, ppid| PsEntry { pid, ppid };
         let (e1, e2) = ("e1".to_string(), "e2".to_string());
         let (x1, x2) = (exec(20757, 5), exec(20784, 6));
         let execs = [(&e1, &x1), (&e2, &x2)];
-        // runsc lists execs with ppid 0 like the init, and may list one first.
-        let listed = [ps(5, 0), ps(1, 0), ps(2, 1), ps(6, 0), ps(7, 6)];
-        let got = host_pids(&listed, 20706, &execs);
+        // runsc may list an exec first.
+        let got = host_pids(&[5, 1, 2, 6, 7], 1, 20706, &execs);
         let want = [(20757, Some("e1")), (20706, None), (2, None), (20784, Some("e2")), (7, None)];
         assert_eq!(got, want.map(|(pid, e)| ProcessEntry { pid, exec_id: e.map(str::to_string) }));
 
         // A process inside whose pid is the init's or an exec's host pid is left out.
-        let listed = [ps(1, 0), ps(20706, 1), ps(20757, 1), ps(5, 0), ps(9, 1)];
-        let pids: Vec<u32> = host_pids(&listed, 20706, &execs).iter().map(|e| e.pid).collect();
+        let pids: Vec<u32> = host_pids(&[1, 20706, 20757, 5, 9], 1, 20706, &execs).iter().map(|e| e.pid).collect();
         assert_eq!(pids, [20706, 20757, 9]);
+        // A pod's app container: its init is not 1.
+        let pids: Vec<u32> = host_pids(&[12, 13], 12, 20706, &[]).iter().map(|e| e.pid).collect();
+        assert_eq!(pids, [20706, 13]);
     }
 }

@@ -127,13 +127,6 @@ pub struct Runsc {
     pub cgroup: Option<CgroupJoin>,
 }
 
-/// One process of a container, as `runsc ps` lists it: pids inside the sandbox.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PsEntry {
-    pub pid: u32,
-    pub ppid: u32,
-}
-
 impl Runsc {
     pub fn new(binary: PathBuf, flags: RunscFlags) -> Self {
         Runsc { binary, flags, isolate_proc_sys_net: false, cgroup: None }
@@ -223,8 +216,11 @@ impl Runsc {
     }
 
     /// The container's processes, with pids inside the sandbox (1, 2, ...), not host pids.
-    pub async fn ps(&self, id: &str) -> Result<Vec<PsEntry>> {
-        Ok(parse_ps(&self.run("ps", vec!["ps".into(), id.into()], None).await?))
+    /// The pids (inside the sandbox) of a container's processes. JSON, not the table: a
+    /// process name is the workload's to choose and may hold a newline, which would make up rows.
+    pub async fn ps(&self, id: &str) -> Result<Vec<u32>> {
+        let out = self.run("ps", vec!["ps".into(), "--format=json".into(), id.into()], None).await?;
+        serde_json::from_str(out.trim()).map_err(|e| Error::Other(format!("runsc ps {id}: {e}: {}", out.trim())))
     }
 
     /// Runs a command in the running container and returns its exit code and output, for
@@ -282,7 +278,8 @@ impl Runsc {
         }
         debug!("runsc {:?}", cmd.get_args().collect::<Vec<_>>());
         let started = std::time::Instant::now();
-        let out = run_captured(&mut cmd, stdio).await.map_err(|e| Error::Runsc {
+        let limit = if what == "ps" { PS_LIMIT } else { OUTPUT_LIMIT };
+        let out = run_captured(&mut cmd, stdio, limit).await.map_err(|e| Error::Runsc {
             command: what.into(),
             message: match cgroup {
                 Some(cg) => format!("cannot run {} in the sandbox's cgroup {}: {e}", self.binary.display(), cg.path()),
@@ -295,15 +292,16 @@ impl Runsc {
     }
 }
 
-/// Spawns `cmd` through the reaper and waits for it; output is captured unless `stdio` is given.
-async fn run_captured(cmd: &mut Command, stdio: Option<ProcessStdio>) -> std::io::Result<(i32, String, String)> {
+/// Spawns `cmd` through the reaper and waits for it; output is captured unless `stdio` is given,
+/// stdout up to `limit` bytes.
+async fn run_captured(cmd: &mut Command, stdio: Option<ProcessStdio>, limit: u64) -> std::io::Result<(i32, String, String)> {
     let captured = match stdio {
         Some(s) => {
             cmd.stdin(s.stdin).stdout(s.stdout).stderr(s.stderr);
             None
         }
         None => {
-            let (out, err) = (memfd("runsc-stdout")?, memfd("runsc-stderr")?);
+            let (out, err) = (memfd("runsc-stdout", limit)?, memfd("runsc-stderr", OUTPUT_LIMIT)?);
             cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(err.try_clone()?);
             Some((out, err))
         }
@@ -313,20 +311,9 @@ async fn run_captured(cmd: &mut Command, stdio: Option<ProcessStdio>) -> std::io
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     let code = exited.await.unwrap_or(-1);
     Ok(match captured {
-        Some((mut out, mut err)) => (code, read_all(&mut out), read_all(&mut err)),
+        Some((mut out, mut err)) => (code, read_capped(&mut out, limit), read_capped(&mut err, OUTPUT_LIMIT)),
         None => (code, String::new(), String::new()),
     })
-}
-
-/// `runsc ps`'s table: `UID PID PPID C TTY STIME TIME CMD`.
-pub fn parse_ps(text: &str) -> Vec<PsEntry> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut f = l.split_whitespace().skip(1);
-            Some(PsEntry { pid: f.next()?.parse().ok()?, ppid: f.next()?.parse().ok()? })
-        })
-        .collect()
 }
 
 /// The top-level flags `binary` knows (`runsc flags`), probed once per shim process.
@@ -336,7 +323,7 @@ pub async fn known_flags(binary: &Path) -> &'static HashSet<String> {
         .get_or_init(|| async {
             let mut cmd = Command::new(binary);
             cmd.arg("flags");
-            let out = run_captured(&mut cmd, None).await.map(|(_, out, err)| out + &err).unwrap_or_default();
+            let out = run_captured(&mut cmd, None, OUTPUT_LIMIT).await.map(|(_, out, err)| out + &err).unwrap_or_default();
             parse_flag_names(&out)
         })
         .await
@@ -369,32 +356,66 @@ pub fn classify(message: &str) -> RunscFailure {
     }
 }
 
-fn memfd(name: &str) -> std::io::Result<File> {
+/// Room past a capture's limit, so that a writer's chunk (runsc copies in 32 KiB) that crosses
+/// the limit still lands and tells the reader the output was cut.
+const CUT_MARGIN: u64 = 64 * 1024;
+
+/// An anonymous file that holds at most `limit` bytes and a margin: it is made that size,
+/// sparse, and sealed against growing, so a writer that goes on gets EPERM instead of filling
+/// the shim's memory.
+fn memfd(name: &str, limit: u64) -> std::io::Result<File> {
     let name = std::ffi::CString::new(name).unwrap();
     // SAFETY: memfd_create returns a new fd we own, or -1.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fd is valid and owned by nobody else.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    let f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    f.set_len(limit + CUT_MARGIN)?;
+    // SAFETY: fcntl on a descriptor we own.
+    if unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_ADD_SEALS, libc::F_SEAL_GROW) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(f)
 }
 
-fn read_all(f: &mut File) -> String {
-    let mut s = String::new();
-    let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_string(&mut s));
+/// The most of a runsc call's output, or of its log, that reaches the shim's memory (and from
+/// there errors and containerd's log): what runsc relays can come from the sandbox's workload
+/// (`agent status` in a Docker sandbox, whose root can replace it), which must not grow the shim.
+pub const OUTPUT_LIMIT: u64 = 64 * 1024;
+/// `runsc ps --format=json`: the container's pids, a few bytes each (more than 100000 processes).
+const PS_LIMIT: u64 = 1024 * 1024;
+
+/// What a child wrote to a `memfd` of `limit`, whose file offset it shared: up to that offset,
+/// cut at `limit` (and said to be).
+fn read_capped(f: &mut File, limit: u64) -> String {
+    let written = f.stream_position().unwrap_or(0);
+    let mut buf = Vec::new();
+    let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.take(written.min(limit)).read_to_end(&mut buf));
+    let cut = written > limit;
+    let mut s = String::from_utf8_lossy(&buf).into_owned();
+    if cut {
+        s.push_str(&format!("\n... (cut at {limit} bytes)"));
+    }
     s
 }
 
 /// The error lines runsc appended to its JSON log after `offset`. The log mixes JSON records
 /// with the plain text of runsc's fatal error; the plain text is the most precise, so it wins.
+/// At most the last `OUTPUT_LIMIT` bytes are read: the fatal error comes last.
 pub fn errors_since(log: &Path, offset: u64) -> String {
     let Ok(mut f) = File::open(log) else { return String::new() };
-    let mut text = String::new();
-    if f.seek(SeekFrom::Start(offset)).is_err() || f.read_to_string(&mut text).is_err() {
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = offset.max(len.saturating_sub(OUTPUT_LIMIT));
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(from)).is_err() || f.take(OUTPUT_LIMIT).read_to_end(&mut buf).is_err() {
         return String::new();
     }
-    parse_errors(&text)
+    let text = String::from_utf8_lossy(&buf);
+    // Cut into a record: start at the next line.
+    let text = if from > offset { text.split_once('\n').map_or("", |(_, rest)| rest) } else { &text };
+    parse_errors(text)
 }
 
 pub fn parse_errors(text: &str) -> String {
@@ -510,12 +531,37 @@ mod tests {
     }
 
     #[test]
-    fn ps_table_is_read() {
-        let text = "UID       PID       PPID      C         TTY       STIME     TIME      CMD\n\
-0         1         0         0         ?         10:00     0s        agent\n\
-0         7         1         0         pts/0     10:00     10ms      sleep\n";
-        assert_eq!(parse_ps(text), [PsEntry { pid: 1, ppid: 0 }, PsEntry { pid: 7, ppid: 1 }]);
-        assert_eq!(parse_ps(""), []);
+    fn captured_output_is_cut_at_its_limit() {
+        let mut f = memfd("test", 100).unwrap();
+        std::io::Write::write_all(&mut f, &[b'x'; 60]).unwrap();
+        assert_eq!(read_capped(&mut f, 100), "x".repeat(60));
+        let mut f = memfd("test", 10).unwrap();
+        std::io::Write::write_all(&mut f, &[b'x'; 100]).unwrap();
+        let e = std::io::Write::write_all(&mut f, &vec![b'x'; CUT_MARGIN as usize]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "the file cannot grow past its limit and margin");
+        let cut = read_capped(&mut f, 10);
+        assert!(cut.starts_with(&"x".repeat(10)) && cut.ends_with("(cut at 10 bytes)") && !cut.contains("xxxxxxxxxxx"), "{cut}");
+    }
+
+    #[test]
+    fn a_flood_from_the_sandbox_is_cut_before_it_reaches_memory() {
+        // What `runsc exec ... /.beta9/agent status` relays when the workload replaced it: the
+        // capture (run_captured's) holds the limit, and the writer is stopped there.
+        let mut out = memfd("runsc-stdout", OUTPUT_LIMIT).unwrap();
+        let status = Command::new("head").args(["-c", "50000000", "/dev/zero"]).stdout(out.try_clone().unwrap()).status().unwrap();
+        assert!(!status.success(), "head could not write past the limit");
+        assert_eq!(out.metadata().unwrap().len(), OUTPUT_LIMIT + CUT_MARGIN, "the file never grew");
+        let text = read_capped(&mut out, OUTPUT_LIMIT);
+        assert!(text.len() <= OUTPUT_LIMIT as usize + 40 && text.ends_with("(cut at 65536 bytes)"), "{} bytes", text.len());
+    }
+
+    #[test]
+    fn only_the_tail_of_a_long_log_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.json");
+        let filler = "{\"msg\":\"chatter\",\"level\":\"info\"}\n".repeat((2 * OUTPUT_LIMIT as usize) / 36);
+        std::fs::write(&log, format!("{filler}{{\"msg\":\"the cause\",\"level\":\"error\"}}\n")).unwrap();
+        assert_eq!(errors_since(&log, 0), "the cause");
     }
 
     #[test]

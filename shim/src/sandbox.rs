@@ -248,7 +248,7 @@ impl Sandbox {
             ));
         };
         if !c.is_first() {
-            return cg.admit(c.id(), Some(r));
+            return cg.resize(c.id(), r).await;
         }
         cg.update(&Limits::from(r)).await
     }

@@ -10,13 +10,15 @@
 //!
 //! The program follows libseccomp's meaning of a profile: the first entry whose syscall name and
 //! argument conditions all match decides; else the default action. Only x86_64 syscalls exist in
-//! gVisor, so any other architecture is killed.
+//! gVisor, so any other architecture is killed, and so is an x32 syscall number (bit 30), which
+//! would otherwise pass every rule written for the native number, as libseccomp guards too.
 
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction as Action, LinuxSeccompArg, LinuxSeccompOperator as Op};
 
 use crate::error::{Error, Result};
 
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const RET_KILL_THREAD: u32 = 0x0000_0000;
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_TRAP: u32 = 0x0003_0000;
@@ -172,6 +174,9 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>> {
     p.push(jump(JEQ_K, AUDIT_ARCH_X86_64, 1, 0));
     p.push(stmt(RET_K, RET_KILL_PROCESS));
     p.place(native);
+    p.push(stmt(LD_W_ABS, NR));
+    p.push(jump(JGE_K, X32_SYSCALL_BIT, 0, 1));
+    p.push(stmt(RET_K, RET_KILL_PROCESS));
     for rule in profile.syscalls().as_deref().unwrap_or_default() {
         let action = ret(rule.action(), rule.errno_ret().or(profile.default_errno_ret()))?;
         // Names this kernel does not know are skipped, as libseccomp does for a profile's
@@ -286,6 +291,17 @@ mod tests {
         assert_eq!(behind(&program, setprio(6)), libc::EACCES, "6 & 3 == 2");
         assert_eq!(behind(&program, setprio(5)), 0, "5 & 3 == 1, and 5 >= 1");
         assert_eq!(behind(&program, setprio(0)), libc::EPERM, "0 < 1");
+    }
+
+    #[test]
+    fn x32_syscall_numbers_are_killed_whatever_the_rules() {
+        // chmod is denied; its x32 number must not slip past that rule (nor anything else).
+        let p = profile(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["chmod"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#);
+        let program = compile(&p).unwrap();
+        let x32 = |nr: libc::c_long| move || errno_of(unsafe { libc::syscall(X32_SYSCALL_BIT as libc::c_long | nr, 0, 0) });
+        assert_eq!(behind(&program, x32(libc::SYS_chmod)), 200 + libc::SIGSYS, "killed, as libseccomp's filters do");
+        assert_eq!(behind(&program, x32(libc::SYS_getpid)), 200 + libc::SIGSYS);
+        assert_eq!(behind(&program, || errno_of(unsafe { libc::syscall(libc::SYS_getpid) })), 0, "native numbers run on");
     }
 
     #[test]

@@ -70,11 +70,11 @@ pub fn add_capabilities(spec: &mut Spec, caps: &[Capability]) -> Result<()> {
         set.extend(caps.iter().copied());
         Some(set)
     };
+    // Root has them through these; the inheritable and ambient sets stay as the spec gives them,
+    // or every process of a non-root user would carry them too (CVE-2022-24769's lesson).
     sets.set_bounding(add(sets.bounding()));
     sets.set_effective(add(sets.effective()));
-    sets.set_inheritable(add(sets.inheritable()));
     sets.set_permitted(add(sets.permitted()));
-    sets.set_ambient(add(sets.ambient()));
     process.set_capabilities(Some(sets));
     Ok(())
 }
@@ -508,14 +508,16 @@ mod tests {
     }
 
     #[test]
-    fn docker_capabilities_reach_every_set() {
+    fn docker_capabilities_reach_roots_sets_only() {
         let mut spec = Spec::default();
         add_capabilities(&mut spec, &DOCKER_CAPABILITIES).unwrap();
         let caps = spec.process().as_ref().unwrap().capabilities().clone().unwrap();
-        for set in [caps.bounding(), caps.effective(), caps.inheritable(), caps.permitted(), caps.ambient()] {
+        for set in [caps.bounding(), caps.effective(), caps.permitted()] {
             let set = set.as_ref().unwrap();
             assert!(DOCKER_CAPABILITIES.iter().all(|c| set.contains(c)), "{set:?}");
         }
+        let default = Spec::default().process().as_ref().unwrap().capabilities().clone().unwrap();
+        assert_eq!((caps.inheritable(), caps.ambient()), (default.inheritable(), default.ambient()), "as the spec gave them");
         // What the spec already had is kept.
         assert!(caps.bounding().as_ref().unwrap().contains(&Capability::AuditWrite));
     }

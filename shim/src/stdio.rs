@@ -57,16 +57,35 @@ pub struct ProcessIo {
     paths: StdioPaths,
 }
 
-/// Where runsc sends a terminal's master (`--console-socket`). Short path: unix sockets end at
-/// 108 bytes, and bundle paths with 64-character ids are longer.
+/// Where runsc sends a terminal's master (`--console-socket`): a socket in a directory of its
+/// own, made with a random name and mode 0700 (as runc's shim does), so no other user can take
+/// the name first or connect. Short path: unix sockets end at 108 bytes, and bundle paths with
+/// 64-character ids are longer.
 struct Console {
+    dir: std::path::PathBuf,
     path: std::path::PathBuf,
     listener: tokio::net::UnixListener,
+}
+
+impl Console {
+    fn new() -> Result<Console> {
+        let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("beta9-console-XXXXXX"))
+            .map_err(|e| Error::io("make a directory for the console socket")(e.into()))?;
+        let path = dir.join("console.sock");
+        match tokio::net::UnixListener::bind(&path) {
+            Ok(listener) => Ok(Console { dir, path, listener }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(Error::io(format!("bind {}", path.display()))(e))
+            }
+        }
+    }
 }
 
 impl Drop for Console {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -101,15 +120,11 @@ impl ProcessIo {
     /// Makes the pipes for `paths` and starts copying. Returns what runsc hands the process.
     pub fn open(paths: &StdioPaths) -> Result<(ProcessStdio, ProcessIo)> {
         if paths.terminal {
-            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let path = std::env::temp_dir().join(format!("beta9-console-{}-{n}.sock", std::process::id()));
-            let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path).map_err(Error::io(format!("bind {}", path.display())))?;
+            let console = Console::new()?;
             let mut stdio = ProcessStdio::null();
-            stdio.console_socket = Some(path.clone());
+            stdio.console_socket = Some(console.path.clone());
             let mut io = ProcessIo::default();
-            io.console = Some(Console { path, listener });
+            io.console = Some(console);
             io.paths = paths.clone();
             return Ok((stdio, io));
         }
@@ -294,14 +309,23 @@ async fn drain<W: AsyncWrite + Unpin>(mut fifo: File, to: &mut W) {
     }
 }
 
-/// Accepts runsc's connection on the console socket and takes the master it sends.
+/// Accepts runsc's connection on the console socket and takes the master it sends. Only a
+/// process of the shim's own user (runsc, as root) is heard; any other is turned away.
 async fn receive_master(console: &Console) -> Result<OwnedFd> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     use std::os::fd::{AsRawFd, FromRawFd};
-    let accepted = tokio::time::timeout(Duration::from_secs(10), console.listener.accept()).await;
-    let (stream, _) = accepted
-        .map_err(|_| Error::Other("runsc did not send the terminal".into()))?
-        .map_err(Error::io("accept on the console socket"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        let accepted = tokio::time::timeout_at(deadline, console.listener.accept()).await;
+        let (stream, _) = accepted
+            .map_err(|_| Error::Other("runsc did not send the terminal".into()))?
+            .map_err(Error::io("accept on the console socket"))?;
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == nix::unistd::geteuid().as_raw() => break stream,
+            Ok(cred) => log::warn!("console socket {}: refused a connection from uid {}", console.path.display(), cred.uid()),
+            Err(e) => log::warn!("console socket {}: refused a connection whose peer is unknown: {e}", console.path.display()),
+        }
+    };
     let stream = stream.into_std().map_err(Error::io("console socket"))?;
     stream.set_nonblocking(false).map_err(Error::io("console socket"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(Error::io("console socket"))?;
@@ -553,7 +577,7 @@ mod tests {
         io.attach_console().await.unwrap();
         // The shim holds the fifo's writer now, so the client's open does not block.
         let mut client_out = std::fs::File::open(&stdout).unwrap();
-        assert!(!socket.exists(), "the console socket is removed once used");
+        assert!(!socket.exists() && !socket.parent().unwrap().exists(), "the console socket and its directory go once used");
 
         io.resize(100, 30).unwrap();
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
@@ -570,5 +594,64 @@ mod tests {
         let mut got = String::new();
         client_out.read_to_string(&mut got).unwrap();
         assert_eq!(got.replace('\r', ""), "hi\n");
+    }
+
+    /// What runsc does with a console socket: connect and send a terminal's master.
+    fn send_master(socket: &std::path::Path, master: &OwnedFd) {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let conn = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        let iov = [std::io::IoSlice::new(b"console")];
+        sendmsg::<()>(conn.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&[master.as_raw_fd()])], MsgFlags::empty(), None).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn console_sockets_are_private_and_hear_only_the_shims_own_user() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // The names the shim once used, taken by another user: they no longer matter.
+        for n in 0..3 {
+            let _ = std::fs::create_dir(std::env::temp_dir().join(format!("beta9-console-{}-{n}.sock", std::process::id())));
+        }
+        let paths = StdioPaths { terminal: true, ..Default::default() };
+        let (a, mut io) = ProcessIo::open(&paths).unwrap();
+        let (b, _other) = ProcessIo::open(&paths).unwrap();
+        let (a, b) = (a.console_socket.unwrap(), b.console_socket.unwrap());
+        let dir = a.parent().unwrap().to_path_buf();
+        assert_ne!(dir, b.parent().unwrap(), "a directory per terminal");
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.mode() & 0o777, meta.uid()), (0o700, nix::unistd::geteuid().as_raw()), "{}", dir.display());
+
+        // Opened up on purpose, the socket still turns away a process of another user: nobody
+        // (uid 65534) connects and sends a terminal of its own first.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let script = "import socket,sys,os,array; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); \
+            s.sendmsg([b'x'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [0]))]); print('sent', flush=True); sys.stdin.read()";
+        let mut intruder = std::process::Command::new("python3");
+        std::os::unix::process::CommandExt::uid(&mut intruder, 65534);
+        let mut intruder = intruder
+            .args(["-c", script])
+            .arg(&a)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(intruder.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line, "sent\n", "the intruder connected");
+        let pty = nix::pty::openpty(None, None).unwrap();
+        send_master(&a, &pty.master);
+        io.attach_console().await.unwrap();
+        drop(intruder.stdin.take());
+        let _ = intruder.wait();
+        // The master the shim holds is runsc's pty, not the intruder's stdin.
+        io.resize(77, 22).unwrap();
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ fills a winsize struct that lives for the call.
+        unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&pty.slave), libc::TIOCGWINSZ, &mut ws) };
+        assert_eq!((ws.ws_col, ws.ws_row), (77, 22));
+        for n in 0..3 {
+            let _ = std::fs::remove_dir(std::env::temp_dir().join(format!("beta9-console-{}-{n}.sock", std::process::id())));
+        }
     }
 }

@@ -216,6 +216,12 @@ impl Pod<'_> {
         self.cri.call(|mut c| async move { c.container_stats(req).await }).map(|r| r.stats.unwrap_or_default())
     }
 
+    /// UpdateContainerResources, as the kubelet's in-place resize sends it.
+    pub fn update(&self, id: &str, resources: LinuxContainerResources) -> CriResult<()> {
+        let req = UpdateContainerResourcesRequest { container_id: id.into(), linux: Some(resources), ..Default::default() };
+        self.cri.call(|mut c| async move { c.update_container_resources(req).await }).map(drop)
+    }
+
     pub fn stop(&self, id: &str, timeout_secs: i64) -> CriResult<()> {
         let req = StopContainerRequest { container_id: id.into(), timeout: timeout_secs };
         self.cri.call(|mut c| async move { c.stop_container(req).await }).map(drop)

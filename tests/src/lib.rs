@@ -343,6 +343,26 @@ pub fn docker_rootfs(suite: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The runsc root the sandbox of `id` runs under, from its runsc processes' `--root`.
+pub fn runsc_root_of(id: &str) -> String {
+    let sandbox = processes()
+        .into_iter()
+        .find(|c| c.starts_with("runsc-sandbox") && c.ends_with(&format!(" {id}")))
+        .unwrap_or_else(|| panic!("no runsc sandbox for {id}"));
+    let root = sandbox.split_whitespace().find_map(|a| a.strip_prefix("--root=")).expect("runsc's --root flag");
+    root.to_string()
+}
+
+/// The bundle containerd made for container `id` of `namespace`.
+pub fn bundle_of(namespace: &str, id: &str) -> std::path::PathBuf {
+    // hack/containerd.sh: each version but the default has a state directory of its own.
+    let state = match std::env::var("BETA9_CONTAINERD").ok().filter(|v| v != "1.6") {
+        Some(v) => format!("state-{v}"),
+        None => "state".to_string(),
+    };
+    Path::new(&address()).parent().unwrap().join(state).join("io.containerd.runtime.v2.task").join(namespace).join(id)
+}
+
 /// A runtime config file for one test (`ctr run --runtime-config-path`), removed with it.
 pub struct ConfigFile(pub std::path::PathBuf);
 

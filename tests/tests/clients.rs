@@ -208,16 +208,6 @@ fn pids_carry_the_host_pids_containerd_knows() {
     assert!(listed.contains(&(created, None)), "{listed:?}");
 }
 
-/// The runsc root the sandbox of `id` runs under, from its runsc processes' `--root`.
-fn runsc_root_of(id: &str) -> String {
-    let sandbox = processes()
-        .into_iter()
-        .find(|c| c.starts_with("runsc-sandbox") && c.ends_with(&format!(" {id}")))
-        .unwrap_or_else(|| panic!("no runsc sandbox for {id}"));
-    let root = sandbox.split_whitespace().find_map(|a| a.strip_prefix("--root=")).expect("runsc's --root flag");
-    root.to_string()
-}
-
 #[test]
 fn kill_of_a_sandbox_an_operator_removed_answers_not_found() {
     let client = Client::connect();
@@ -249,13 +239,7 @@ fn mounts_at(path: &std::path::Path) -> Vec<(String, bool)> {
 }
 
 fn bundle_rootfs(id: &str) -> std::path::PathBuf {
-    // hack/containerd.sh: each version but the default has a state directory of its own.
-    let state = match std::env::var("BETA9_CONTAINERD").ok().filter(|v| v != "1.6") {
-        Some(v) => format!("state-{v}"),
-        None => "state".to_string(),
-    };
-    let state = std::path::Path::new(&address()).parent().unwrap().join(state).join("io.containerd.runtime.v2.task");
-    state.join(NAMESPACE).join(id).join("rootfs")
+    bundle_of(NAMESPACE, id).join("rootfs")
 }
 
 #[test]

@@ -361,3 +361,23 @@ fn cgroups_config_keys_are_honoured() {
     drop(c);
     assert_eq!(cgroups::named(parent.trim_start_matches('/')), Vec::<std::path::PathBuf>::new(), "the parent the shim made should be gone");
 }
+
+#[test]
+fn a_pod_container_shrinks_in_place_right_after_it_freed_memory() {
+    // The kubelet's in-place resize of a container that just freed a large buffer: gVisor gives
+    // the freed memory back to the host a moment later, and cgroup v1 refuses a limit below what
+    // the cgroup holds until then.
+    let cri = Cri::connect();
+    let mut pod = cri.run_pod("shrink", &[], true).expect("RunPodSandbox");
+    let limit = |mib: u64| LinuxContainerResources { memory_limit_in_bytes: (mib * MIB) as i64, ..Default::default() };
+    let app = pod.run(&Spec { name: "app", image: DEBIAN, command: &["sleep", "600"], resources: Some(limit(512)), ..Default::default() });
+    for round in 0..10 {
+        pod.update(&app, limit(512)).unwrap_or_else(|e| panic!("round {round}: back to 512 MiB: {e}"));
+        let r = pod.exec_sync(&app, &["python3", "-c", &alloc(300)], 60).expect("ExecSync");
+        assert_eq!(r.exit_code, 0, "round {round}: 300 MB fit in 512 MiB: {}", String::from_utf8_lossy(&r.stderr));
+        let started = std::time::Instant::now();
+        pod.update(&app, limit(64)).unwrap_or_else(|e| panic!("round {round}: down to 64 MiB: {e}"));
+        assert!(started.elapsed() < Duration::from_secs(6), "round {round}: took {:?}", started.elapsed());
+    }
+    assert_eq!(pod.state(&app), ContainerState::ContainerRunning);
+}

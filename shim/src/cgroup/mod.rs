@@ -218,21 +218,39 @@ impl SandboxCgroup {
             info!("update of pod sandbox cgroup {} ignored: the pod's limits are its cgroup's, which the kubelet sets", self.path());
             return Ok(());
         }
-        match self.apply(l) {
-            // v1 refuses (EBUSY) a memory limit below what the cgroup holds, and gVisor's sentry gives
-            // freed memory back to the host a moment after the workload frees it: wait for the
-            // kernel's word that the usage fell below the limit, then set it again.
-            Err(Error::Io { source, context }) if source.raw_os_error() == Some(libc::EBUSY) && !self.is_v2() => {
-                let (Some(limit), Some(dir)) = (l.memory, self.layout.dir_of("memory", &self.path)) else {
-                    return Err(Error::Io { source, context });
-                };
-                let waited = tokio::task::spawn_blocking(move || v1::wait_usage_below(&dir, limit, MEMORY_SETTLE)).await;
-                if let Ok(Err(e)) = waited {
-                    warn!("waiting for cgroup {} to free memory: {e}", self.path());
+        self.apply_settled(l).await
+    }
+
+    /// Sets limits that may put memory below what the cgroup holds now. v1 refuses (EBUSY) such
+    /// a limit, and gVisor's sentry gives memory its workload freed back to the host a moment
+    /// later: wait (bounded) for the kernel's word that the usage fell below the limit, setting
+    /// it again each time, and if it still holds more, say so.
+    async fn apply_settled(&self, l: &Limits) -> Result<()> {
+        let deadline = Instant::now() + MEMORY_SETTLE;
+        loop {
+            match self.apply(l) {
+                Err(Error::Io { source, context }) if source.raw_os_error() == Some(libc::EBUSY) && !self.is_v2() => {
+                    let (Some(limit), Some(dir)) = (l.memory, self.layout.dir_of("memory", &self.path)) else {
+                        return Err(Error::Io { source, context });
+                    };
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        let usage = self.read("memory.usage_in_bytes").unwrap_or_default();
+                        return Err(Error::FailedPrecondition(format!(
+                            "the sandbox still holds {} bytes, more than the new memory limit of {limit}, {MEMORY_SETTLE:?} after asking: \
+memory its workload freed is given back to the host by gVisor a moment later, and memory still in use stays; try again, or free memory \
+in the sandbox first (cgroup {}: {context}: {source})",
+                            usage.trim(),
+                            self.path()
+                        )));
+                    }
+                    let waited = tokio::task::spawn_blocking(move || v1::wait_usage_below(&dir, limit, left)).await;
+                    if let Ok(Err(e)) = waited {
+                        warn!("waiting for cgroup {} to free memory: {e}", self.path());
+                    }
                 }
-                self.apply(l)
+                other => return other,
             }
-            other => other,
         }
     }
 
@@ -240,8 +258,30 @@ impl SandboxCgroup {
     /// (`pod_memory_limit`). gVisor runs a pod's containers in one sandbox, so a container's
     /// limit holds for the pod as a whole, and an OOM kill ends the pod's sandbox.
     pub fn admit(&self, id: &str, resources: Option<&LinuxResources>) -> Result<()> {
+        let Some((limit, before)) = self.size_for(id, resources) else { return Ok(()) };
+        let applied = self.apply(&limit);
+        if applied.is_err() {
+            self.unsize(id, before);
+        }
+        applied
+    }
+
+    /// Update of a pod's app container: its new memory limit resizes the pod's sandbox cgroup,
+    /// down too, right after the workload freed memory (`apply_settled`).
+    pub async fn resize(&self, id: &str, resources: &LinuxResources) -> Result<()> {
+        let Some((limit, before)) = self.size_for(id, Some(resources)) else { return Ok(()) };
+        let applied = self.apply_settled(&limit).await;
+        if applied.is_err() {
+            self.unsize(id, before);
+        }
+        applied
+    }
+
+    /// Records `id`'s memory limit among the pod's; returns the sandbox's new limit and the
+    /// member's limit before, or None where the pod's limits are the kubelet's or unknown.
+    fn size_for(&self, id: &str, resources: Option<&LinuxResources>) -> Option<(Limits, Option<Option<i64>>)> {
         if self.limits.is_some() {
-            return Ok(());
+            return None;
         }
         let memory = resources.map(Limits::from).and_then(|l| l.memory).filter(|m| *m > 0);
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
@@ -249,14 +289,18 @@ impl SandboxCgroup {
             let file = if self.is_v2() { "memory.current" } else { "memory.usage_in_bytes" };
             members.baseline = self.read(file).and_then(|s| s.trim().parse().ok());
         }
-        members.limits.insert(id.to_string(), memory);
-        let Some(baseline) = members.baseline else { return Ok(()) };
-        let limit = pod_memory_limit(baseline, &members.limits);
-        let applied = self.apply(&Limits { memory: Some(limit), ..Default::default() });
-        if applied.is_err() {
-            members.limits.remove(id);
-        }
-        applied
+        let before = members.limits.insert(id.to_string(), memory);
+        let baseline = members.baseline?;
+        Some((Limits { memory: Some(pod_memory_limit(baseline, &members.limits)), ..Default::default() }, before))
+    }
+
+    /// Puts a member's memory limit back as it was before a resize the kernel refused.
+    fn unsize(&self, id: &str, before: Option<Option<i64>>) {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        match before {
+            Some(limit) => members.limits.insert(id.to_string(), limit),
+            None => members.limits.remove(id),
+        };
     }
 
     /// Removes the empty cgroup runsc makes for every app container (for cAdvisor's sake, even
@@ -337,7 +381,7 @@ impl CgroupJoin {
 }
 
 /// How long Update waits for a v1 cgroup's memory usage to fall below a new, lower limit.
-const MEMORY_SETTLE: Duration = Duration::from_secs(2);
+const MEMORY_SETTLE: Duration = Duration::from_secs(5);
 
 /// Removes cgroups this shim made (from the record, after a shim crash too), deepest first,
 /// once the sandbox is gone: a cgroup with children stays. Returns whether all are gone.
