@@ -3,8 +3,8 @@
 # containerd. Cached: an image already imported is not built again.
 #   beta9/busybox:latest  busybox-static with its applets
 #   beta9/debian:latest   debootstrap minbase + python3 + docker.io, iptables (the Docker image)
-#   beta9/debian-trixie:latest, beta9/debian-sid:latest   the same from trixie (Docker 26) and
-#                         sid (Docker 28, crun)
+#   beta9/debian-trixie:latest, beta9/debian-sid:latest   the same from trixie (Docker 26, with
+#                         Debian's docker-compose v2 and docker-buildx plugins) and sid (Docker 28, crun)
 #   beta9/pause:latest    the pod sandbox image CRI runs first (busybox sleeping)
 #   $BETA9_CACHE/busybox-rootfs.tar  a busybox rootfs to `docker import` inside a Docker sandbox
 # Each image goes to ctr's namespace `default` and to CRI's `k8s.io`.
@@ -12,11 +12,19 @@
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-archive() { echo "$BETA9_CACHE/images/${1//\//_}.tar"; }
-# An image is done when its archive is in the cache and both namespaces have it.
+# An image's revision: bumped when what goes into it changes, so that a cached archive (and an
+# import of it) made from the old recipe is not taken for the new one. Unset: revision 1, whose
+# cache names carry no suffix (the names every cache already has).
+revision() { case $1 in beta9/debian-trixie) echo 2 ;; *) echo 1 ;; esac; }
+suffix() { local r; r=$(revision "$1"); [ "$r" = 1 ] || echo "-r$r"; }
+archive() { echo "$BETA9_CACHE/images/${1//\//_}$(suffix "$1").tar"; }
+# An image is done when its archive is in the cache and both namespaces have it; from revision 2
+# on, the import is also tagged with its revision (a containerd that still holds the previous
+# revision's :latest imports the new one).
 done_() {
+    local tag=latest; [ "$(revision "$1")" = 1 ] || tag=r$(revision "$1")
     [ -s "$(archive "$1")" ] || return 1
-    ctr_ images ls -q | grep -qx "docker.io/$1:latest" && ctr_ -n k8s.io images ls -q | grep -qx "docker.io/$1:latest"
+    ctr_ images ls -q | grep -qx "docker.io/$1:$tag" && ctr_ -n k8s.io images ls -q | grep -qx "docker.io/$1:$tag"
 }
 
 # Turns a root filesystem directory into an OCI archive and imports it as $name. The archive is
@@ -41,6 +49,10 @@ import_rootfs() {
     fi
     ctr_ images import --base-name "docker.io/$name" "$tar" >/dev/null
     ctr_ -n k8s.io images import --base-name "docker.io/$name" "$tar" >/dev/null
+    if [ "$(revision "$name")" != 1 ]; then
+        ctr_ images tag --force "docker.io/$name:latest" "docker.io/$name:r$(revision "$name")" >/dev/null
+        ctr_ -n k8s.io images tag --force "docker.io/$name:latest" "docker.io/$name:r$(revision "$name")" >/dev/null
+    fi
     echo "build-images: imported docker.io/$name:latest"
 }
 
@@ -80,9 +92,9 @@ pause() {
 # A Docker image from a Debian suite: debootstrap minbase into the cache (once), then imported.
 #   docker_image SUITE IMAGE PACKAGES
 docker_image() {
-    local suite=$1 name=$2 pkgs=$3 r=$BETA9_CACHE/$1-rootfs log=$BETA9_CACHE/debootstrap-$1.log
+    local suite=$1 name=$2 pkgs=$3 r log=$BETA9_CACHE/debootstrap-$1.log
     done_ "$name" && return 0
-    [ "$suite" = bookworm ] && r=$BETA9_CACHE/debian-rootfs
+    r=$(rootfs_dir "$suite" "$name")
     if [ ! -e "$r/.complete" ]; then
         rm -rf "$r" "$(archive "$name")"
         debootstrap --variant=minbase --include="$pkgs" "$suite" "$r" >"$log" 2>&1 \
@@ -93,10 +105,20 @@ docker_image() {
     import_rootfs "$name" "$r" /bin/bash
 }
 
+# Where a suite's root filesystem is kept (tests/src/lib.rs `docker_rootfs` reads it there too).
+rootfs_dir() {
+    case $1 in
+        bookworm) echo "$BETA9_CACHE/debian-rootfs" ;;
+        *) echo "$BETA9_CACHE/$1$(suffix "$2")-rootfs" ;;
+    esac
+}
+
 # bookworm: docker.io 20.10 with runc 1.1.5.
 debian() { docker_image bookworm beta9/debian python3-minimal,docker.io,iptables,ca-certificates; }
-# trixie: docker.io 26.1.5 (the CLI is its own package there) with runc 1.1.15.
-debian_trixie() { docker_image trixie beta9/debian-trixie python3-minimal,docker.io,docker-cli,iptables,ca-certificates; }
+# trixie: docker.io 26.1.5 (the CLI is its own package there) with runc 1.1.15, and Debian's
+# docker-compose (2.26, the v2 plugin) and docker-buildx (0.13) as the platform's images have
+# them (revision 2).
+debian_trixie() { docker_image trixie beta9/debian-trixie python3-minimal,docker.io,docker-cli,docker-compose,docker-buildx,iptables,ca-certificates; }
 # sid: docker.io 28.5.2 with runc 1.3, which refuses gVisor's /proc (the agent fails Start
 # saying so); crun is there for a user who chooses it (README: "Docker inside the sandbox").
 debian_sid() { docker_image sid beta9/debian-sid python3-minimal,docker.io,docker-cli,iptables,ca-certificates,crun; }

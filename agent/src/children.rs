@@ -57,8 +57,13 @@ impl Children {
 
     /// Spawns `argv`; the pid is registered before any reaper can see its exit.
     pub fn spawn(&self, argv: &[String], detach: Detach, output: Option<RawFd>) -> io::Result<i32> {
+        self.spawn_with_env(argv, detach, output, &[])
+    }
+
+    /// `spawn` with some environment variables set to other values (dockerd's PATH).
+    pub fn spawn_with_env(&self, argv: &[String], detach: Detach, output: Option<RawFd>, env: &[(&str, String)]) -> io::Result<i32> {
         let mut inner = self.lock();
-        let pid = spawn(argv, detach, output)?;
+        let pid = spawn(argv, detach, output, env)?;
         inner.exits.insert(pid, None);
         Ok(pid)
     }
@@ -69,7 +74,7 @@ impl Children {
         // see its exit before knowing whose it is.
         let pid = {
             let mut inner = self.lock();
-            let pid = spawn(argv, Detach::Group, None)?;
+            let pid = spawn(argv, Detach::Group, None, &[])?;
             inner.exits.insert(pid, None);
             inner.workload = Some(pid);
             pid
@@ -211,7 +216,7 @@ pub fn reset_signals() {
 /// Starts `argv` with a clean signal state. posix_spawn, not fork: glibc spawns with
 /// CLONE_VM|CLONE_VFORK, which in gVisor skips building a copy of the agent's address space
 /// (a fork and exec of `true` cost about 15 ms more that way), and it reports exec failures.
-fn spawn(argv: &[String], detach: Detach, output: Option<RawFd>) -> io::Result<i32> {
+fn spawn(argv: &[String], detach: Detach, output: Option<RawFd>, overrides: &[(&str, String)]) -> io::Result<i32> {
     let cstrings = |items: Vec<Vec<u8>>| -> io::Result<Vec<CString>> {
         items
             .into_iter()
@@ -226,14 +231,17 @@ fn spawn(argv: &[String], detach: Detach, output: Option<RawFd>) -> io::Result<i
     let program = if program.contains('/') {
         PathBuf::from(program)
     } else {
-        let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
+        let path = overrides.iter().find(|(k, _)| *k == "PATH").map(|(_, v)| v.clone());
+        let path = path.or_else(|| std::env::var("PATH").ok()).unwrap_or_else(|| DEFAULT_PATH.to_string());
         find_in_path(program, &path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?
     };
     use std::os::unix::ffi::OsStrExt;
     let program = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "argument with a NUL byte"))?;
     let args = cstrings(argv.iter().map(|a| a.as_bytes().to_vec()).collect())?;
-    let env = cstrings(std::env::vars_os().map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat()).collect())?;
+    let inherited = std::env::vars_os().filter(|(k, _)| !overrides.iter().any(|(o, _)| k.as_bytes() == o.as_bytes()));
+    let inherited = inherited.map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat());
+    let env = cstrings(inherited.chain(overrides.iter().map(|(k, v)| format!("{k}={v}").into_bytes())).collect())?;
 
     let mut attr = PosixSpawnAttr::init()?;
     let mut flags = PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF;

@@ -8,6 +8,10 @@
 //! - dockerd 28 and later fail to attach a container to any bridge network here (`failed to
 //!   subscribe to link updates: permission denied`); host and none networks work. Whether
 //!   runsc's --allow-packet-socket-write (which this runsc lacks) is all it needs is unknown here.
+//!
+//! And what that leaves working, as `agent status` says it.
+
+use contract::args::Network;
 
 /// A `major.minor.patch` version as programs print it (`runc version 1.3.6+ds1`,
 /// `Docker version 28.5.2+dfsg4, build ...`): the first word that starts with a digit.
@@ -39,9 +43,72 @@ pub fn bridge_chosen(args: &[String]) -> bool {
     args.iter().any(|a| a == "-b" || a == "--bridge" || a.starts_with("--bridge=") || a.starts_with("-b="))
 }
 
+/// What Docker can do in this sandbox, for `agent status` (README: Docker inside the sandbox).
+/// `bridges` is false where dockerd cannot attach containers to bridge networks here.
+pub fn works(network: Network, bridges: bool) -> String {
+    let build = "docker build with BuildKit (DOCKER_BUILDKIT=1, buildx build --load)";
+    match (network, bridges) {
+        (Network::Host, _) | (_, false) => format!("nested containers on --network host or none, {build} with --network host"),
+        (Network::None, true) => format!(
+            "nested containers on Docker's bridges (loopback only: the sandbox has no network), compose (service names, \
+             TCP and UDP between services on user-defined networks), -p on the sandbox's own addresses, {build} from local images"
+        ),
+        (Network::Sandbox, true) => format!(
+            "nested containers on Docker's bridges reaching other hosts through the sandbox's address, compose (service \
+             names, TCP and UDP between services on user-defined networks), -p on the sandbox's address, pulls, {build}"
+        ),
+    }
+}
+
+/// What Docker cannot do in this sandbox, and why.
+pub fn does_not_work(network: Network, bridges: bool) -> String {
+    let mut not = vec![
+        "docker exec into a nested container (runc's exec cannot join a running container's namespaces in this \
+         gVisor: `error executing setns process`; docker run, logs and attach work)"
+            .to_string(),
+    ];
+    if !bridges && network != Network::Host {
+        not.push("bridge networks, hence compose's default network (`failed to subscribe to link updates: permission denied`)".into());
+    }
+    if network == Network::Sandbox && bridges {
+        not.push("ping from nested containers to other hosts (gVisor's netstack translates TCP and UDP only)".into());
+    }
+    not.join("; ")
+}
+
+/// The storage driver dockerd chose, from its start-up line (`graphdriver(s)=overlay2` up to
+/// Docker 23, `storage-driver=overlay2` since).
+pub fn storage_driver(log_lines: &[String]) -> Option<String> {
+    log_lines.iter().rev().filter(|l| l.contains("Docker daemon")).find_map(|l| {
+        let rest = l.split("graphdriver(s)=").nth(1).or_else(|| l.split("storage-driver=").nth(1))?;
+        Some(rest.split_whitespace().next()?.trim_matches('"').to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_storage_driver_is_read_from_dockerds_start_up_line() {
+        let l = |s: &str| s.to_string();
+        let v20 = [l("level=info msg=\"Loading containers: done.\""), l("level=info msg=\"Docker daemon\" commit=5d6db84 graphdriver(s)=overlay2 version=20.10.24+dfsg1")];
+        assert_eq!(storage_driver(&v20).as_deref(), Some("overlay2"));
+        let v26 = [l("level=info msg=\"Docker daemon\" commit=8e96db1 containerd-snapshotter=false storage-driver=vfs version=26.1.5+dfsg1")];
+        assert_eq!(storage_driver(&v26).as_deref(), Some("vfs"));
+        assert_eq!(storage_driver(&[l("level=error msg=\"failed to mount overlay: invalid argument\" storage-driver=overlay2")]), None);
+    }
+
+    #[test]
+    fn what_works_follows_the_network_and_the_bridges() {
+        assert!(works(Network::Sandbox, true).contains("compose"));
+        assert!(works(Network::None, true).contains("compose"));
+        assert!(!works(Network::Host, true).contains("compose"));
+        assert!(!works(Network::Sandbox, false).contains("compose"));
+        assert!(does_not_work(Network::None, true).contains("docker exec"));
+        assert!(does_not_work(Network::Sandbox, false).contains("bridge networks"));
+        assert!(!does_not_work(Network::Host, false).contains("bridge networks"), "no bridge was asked for");
+    }
 
     #[test]
     fn versions_as_runc_and_dockerd_print_them() {

@@ -1,13 +1,10 @@
 //! How nested containers reach other hosts from a sandbox on gVisor's netstack: the sandbox's
 //! uplink (the default route's interface, else its first interface with an IPv4 address), IP
-//! forwarding, and source NAT to the uplink's address. gVisor's netstack has no MASQUERADE, so
-//! it is SNAT, for TCP and UDP, with the legacy iptables (its nft backend is refused).
+//! forwarding, and source NAT to the uplink's address (docker/netstack.rs). gVisor's netstack has
+//! no MASQUERADE, so it is SNAT, for TCP and UDP, with the legacy iptables (its nft backend is
+//! refused).
 
-use std::{
-    io,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-};
+use std::{io, net::Ipv4Addr, path::PathBuf};
 
 use crate::children::find_in_path;
 
@@ -28,9 +25,10 @@ pub fn default_route_device(route_table: &str) -> Option<String> {
 }
 
 /// The uplink among `addresses` (interface, IPv4): the default route's device if it has one,
-/// else the first interface that is not loopback.
+/// else the first interface that is neither loopback nor one of Docker's (a bridge a previous
+/// dockerd left has an address too).
 pub fn choose(default_device: Option<&str>, addresses: &[(String, Ipv4Addr)]) -> Option<(String, Ipv4Addr)> {
-    let usable = |(_, a): &&(String, Ipv4Addr)| !a.is_loopback() && !a.is_unspecified();
+    let usable = |(d, a): &&(String, Ipv4Addr)| !a.is_loopback() && !a.is_unspecified() && !crate::docker::netstack::is_dockers(d);
     if let Some(dev) = default_device {
         if let Some(found) = addresses.iter().filter(usable).find(|(d, _)| d == dev) {
             return Some(found.clone());
@@ -83,23 +81,6 @@ pub fn legacy_iptables(path: &str) -> Option<PathBuf> {
     (!name.contains("nft")).then_some(p)
 }
 
-/// The rules that give nested containers the uplink's address on their way out.
-pub fn snat_rules(iptables: &Path, uplink: &Uplink) -> Vec<Vec<String>> {
-    ["tcp", "udp"]
-        .iter()
-        .map(|proto| {
-            let mut argv = vec![iptables.to_string_lossy().into_owned()];
-            argv.extend(
-                ["-w", "-t", "nat", "-A", "POSTROUTING", "-o", &uplink.device, "-p", proto, "-j", "SNAT", "--to-source"]
-                    .iter()
-                    .map(|s| s.to_string()),
-            );
-            argv.push(uplink.address.to_string());
-            argv
-        })
-        .collect()
-}
-
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 #[cfg(test)]
@@ -123,17 +104,7 @@ eth1\t00000000\t015A580A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
         assert_eq!(choose(None, &addrs), Some(("eth0".into(), Ipv4Addr::new(10, 88, 90, 5))), "no default route: the first");
         assert_eq!(choose(Some("eth9"), &addrs).unwrap().0, "eth0");
         assert_eq!(choose(None, &addrs[..1]), None, "loopback is no uplink");
-    }
-
-    #[test]
-    fn snat_for_tcp_and_udp_to_the_uplinks_address() {
-        let up = Uplink { device: "eth0".into(), address: Ipv4Addr::new(10, 88, 90, 5), mtu: 1500 };
-        let rules = snat_rules(Path::new("/usr/sbin/iptables-legacy"), &up);
-        assert_eq!(rules.len(), 2);
-        assert_eq!(
-            rules[0].join(" "),
-            "/usr/sbin/iptables-legacy -w -t nat -A POSTROUTING -o eth0 -p tcp -j SNAT --to-source 10.88.90.5"
-        );
-        assert!(rules[1].contains(&"udp".to_string()));
+        let left = vec![("br-9d25b2b1e1a9".to_string(), Ipv4Addr::new(172, 18, 0, 1)), addrs[1].clone()];
+        assert_eq!(choose(None, &left).unwrap().0, "eth0", "a bridge left behind is no uplink");
     }
 }

@@ -6,6 +6,9 @@
 //! restarts: 0
 //! iptables: off, --iptables=false (...)
 //! network: sandbox, eth0 10.88.0.5 mtu 1500: forwarding on, SNAT to 10.88.0.5
+//! storage: /var/lib/docker: tmpfs of 256 MiB; storage driver overlay2
+//! works: nested containers on bridge networks, compose (names, TCP, UDP), ...
+//! does not work: docker exec into a nested container (...)
 //! log: /var/log/beta9/dockerd.log
 //! error: ...            (only when there is one)
 //! last log lines:       (only when there are some)
@@ -58,6 +61,11 @@ pub struct Report {
     pub iptables: String,
     /// How dockerd's networks reach other hosts, and why.
     pub network: String,
+    /// Where dockerd keeps images and containers, how large it may grow, and its storage driver.
+    pub storage: String,
+    /// What Docker can do in this sandbox, and what it cannot (and why).
+    pub works: String,
+    pub does_not_work: String,
     pub log: String,
     /// Why the daemon failed or last crashed.
     pub error: Option<String>,
@@ -72,6 +80,9 @@ impl Report {
         out += &format!("restarts: {}\n", self.restarts);
         out += &format!("iptables: {}\n", one_line(&self.iptables));
         out += &format!("network: {}\n", one_line(&self.network));
+        out += &format!("storage: {}\n", one_line(&self.storage));
+        out += &format!("works: {}\n", one_line(&self.works));
+        out += &format!("does not work: {}\n", one_line(&self.does_not_work));
         out += &format!("log: {}\n", self.log);
         if let Some(e) = &self.error {
             out += &format!("error: {}\n", one_line(e));
@@ -94,6 +105,9 @@ impl Report {
         let restarts = field("restarts:")?.parse().ok()?;
         let iptables = field("iptables:")?;
         let network = field("network:")?;
+        let storage = field("storage:")?;
+        let works = field("works:")?;
+        let does_not_work = field("does not work:")?;
         let log = field("log:")?;
         let rest: Vec<&str> = lines.collect();
         let error = rest.first().and_then(|l| l.strip_prefix("error:")).map(|e| e.trim().to_string());
@@ -103,7 +117,7 @@ impl Report {
             .skip(1)
             .map(|l| l.strip_prefix("  ").unwrap_or(l).to_string())
             .collect();
-        Some(Report { phase, pid, restarts, iptables, network, log, error, tail })
+        Some(Report { phase, pid, restarts, iptables, network, storage, works, does_not_work, log, error, tail })
     }
 }
 
@@ -122,6 +136,9 @@ mod tests {
             restarts: 2,
             iptables: "off, --iptables=false (`iptables -t nat -N X` failed: Protocol not supported)".into(),
             network: "host: no bridge".into(),
+            storage: "/var/lib/docker: tmpfs of 256 MiB; storage driver overlay2".into(),
+            works: "nested containers with --network host".into(),
+            does_not_work: "docker exec into a nested container (gVisor: setns)".into(),
             log: "/var/log/beta9/dockerd.log".into(),
             error: Some("dockerd exited with status 1 before it was ready".into()),
             tail: vec!["unknown flag: --no-such-flag".into(), "  indented".into()],

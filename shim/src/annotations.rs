@@ -11,10 +11,11 @@ pub const KEEPALIVE: &str = "io.beta9.sandbox.keepalive";
 pub const DOCKER: &str = "io.beta9.sandbox.docker";
 pub const DOCKER_WAIT: &str = "io.beta9.sandbox.docker.wait";
 pub const DOCKER_ARGS: &str = "io.beta9.sandbox.docker.args";
+pub const DOCKER_TMPFS_SIZE: &str = "io.beta9.sandbox.docker.tmpfs-size";
 pub const GPU: &str = "io.beta9.sandbox.gpu";
 
 /// Every key this shim understands; anything else under the prefix is refused.
-pub const KNOWN: [&str; 6] = [AGENT, KEEPALIVE, DOCKER, DOCKER_WAIT, DOCKER_ARGS, GPU];
+pub const KNOWN: [&str; 7] = [AGENT, KEEPALIVE, DOCKER, DOCKER_WAIT, DOCKER_ARGS, DOCKER_TMPFS_SIZE, GPU];
 
 /// What a container asked for through annotations.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct DockerAnnotations {
     pub wait: Option<Duration>,
     /// Extra dockerd arguments.
     pub args: Vec<String>,
+    /// Size of /var/lib/docker's tmpfs (`512m`, or a share of the memory limit: `25%`).
+    pub tmpfs_size: Option<String>,
 }
 
 impl Default for SandboxAnnotations {
@@ -80,8 +83,9 @@ impl SandboxAnnotations {
         if docker {
             let wait = get(DOCKER_WAIT).map(|v| duration(DOCKER_WAIT, v)).transpose()?;
             let args = get(DOCKER_ARGS).map(|v| words(DOCKER_ARGS, v)).transpose()?.unwrap_or_default();
-            a.docker = Some(DockerAnnotations { wait, args });
-        } else if let Some(key) = [DOCKER_WAIT, DOCKER_ARGS].into_iter().find(|k| annotations.contains_key(*k)) {
+            let tmpfs_size = get(DOCKER_TMPFS_SIZE).map(|v| size(DOCKER_TMPFS_SIZE, v)).transpose()?;
+            a.docker = Some(DockerAnnotations { wait, args, tmpfs_size });
+        } else if let Some(key) = [DOCKER_WAIT, DOCKER_ARGS, DOCKER_TMPFS_SIZE].into_iter().find(|k| annotations.contains_key(*k)) {
             return Err(Error::InvalidArgument(format!("annotation {key} needs {DOCKER}=true")));
         }
         // A Docker sandbox is a place to run docker commands in, not a command of its own.
@@ -120,6 +124,26 @@ pub fn duration(key: &str, value: &str) -> Result<Duration> {
         return Err(bad("longer than 1h".into()));
     }
     Ok(d)
+}
+
+/// What a size of /var/lib/docker's tmpfs may be: a size as tmpfs takes it (`8g`, `512M`,
+/// bytes), or a percentage of the sandbox's memory limit (`50%`).
+pub const TMPFS_SIZES: &str = "a size such as 8g, 512m, 1048576, or a share of the memory limit such as 25%";
+
+pub fn valid_tmpfs_size(s: &str) -> bool {
+    let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+    let percent = s.ends_with('%');
+    !digits.is_empty()
+        && digits.len() + 1 >= s.len()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && digits.parse::<u64>().is_ok_and(|n| n > 0 && (!percent || n <= 100))
+}
+
+fn size(key: &str, value: &str) -> Result<String> {
+    if !valid_tmpfs_size(value) {
+        return Err(Error::InvalidArgument(format!("annotation {key}={value:?} is not valid; accepted values: {TMPFS_SIZES}")));
+    }
+    Ok(value.to_string())
 }
 
 /// Arguments split like a shell would, quotes included.
@@ -188,7 +212,7 @@ mod tests {
     fn docker_turns_keepalive_on_and_takes_its_wait_and_args() {
         let a = parse(&[(DOCKER, "true")]).unwrap();
         assert!(a.keepalive);
-        assert_eq!(a.docker, Some(DockerAnnotations { wait: None, args: vec![] }));
+        assert_eq!(a.docker, Some(DockerAnnotations { wait: None, args: vec![], tmpfs_size: None }));
         let a = parse(&[(DOCKER, "true"), (KEEPALIVE, "false"), (DOCKER_WAIT, "1m30s"), (DOCKER_ARGS, "--debug --label 'a b'")]).unwrap();
         assert!(!a.keepalive);
         let d = a.docker.unwrap();
@@ -197,6 +221,22 @@ mod tests {
         assert_eq!(parse(&[(DOCKER, "true"), (DOCKER_WAIT, "0s")]).unwrap().docker.unwrap().wait, Some(Duration::ZERO));
         assert_eq!(parse(&[(DOCKER, "true"), (DOCKER_WAIT, "500ms")]).unwrap().docker.unwrap().wait, Some(Duration::from_millis(500)));
         assert_eq!(parse(&[(DOCKER, "false")]).unwrap().docker, None);
+        let a = parse(&[(DOCKER, "true"), (DOCKER_TMPFS_SIZE, "25%")]).unwrap();
+        assert_eq!(a.docker.unwrap().tmpfs_size.as_deref(), Some("25%"));
+    }
+
+    #[test]
+    fn tmpfs_sizes() {
+        for ok in ["8g", "512M", "1048576", "50%", "100%"] {
+            assert!(valid_tmpfs_size(ok), "{ok}");
+        }
+        for bad in ["", "g", "8gb", "-1", "8 g", "1.5g", "0", "0%", "101%", "99999999999999999999k"] {
+            assert!(!valid_tmpfs_size(bad), "{bad}");
+        }
+        let e = parse(&[(DOCKER, "true"), (DOCKER_TMPFS_SIZE, "lots")]).unwrap_err().to_string();
+        assert!(e.contains(DOCKER_TMPFS_SIZE) && e.contains("25%"), "{e}");
+        let e = parse(&[(DOCKER_TMPFS_SIZE, "1g")]).unwrap_err().to_string();
+        assert!(e.contains("docker=true"), "{e}");
     }
 
     #[test]

@@ -79,7 +79,8 @@ pub struct AgentConfig {
 pub struct DockerConfig {
     /// How long Start waits for dockerd unless `io.beta9.sandbox.docker.wait` says otherwise.
     pub default_wait: String,
-    /// Size of the tmpfs on /var/lib/docker (tmpfs `size=`: bytes, k, m, g, or a % of memory).
+    /// Size of the tmpfs on /var/lib/docker (bytes, k, m, g, or a % of the sandbox's memory
+    /// limit); unset: `docker::STORE_SHARE_PERCENT` of that limit (see docker::store_size).
     pub tmpfs_size: Option<String>,
     /// dockerd arguments for every Docker sandbox, before the annotation's.
     pub extra_args: Vec<String>,
@@ -238,11 +239,8 @@ impl Config {
         }
         self.default_docker_wait()?;
         if let Some(size) = &self.docker.tmpfs_size {
-            if !valid_tmpfs_size(size) {
-                return Err(self.bad(
-                    "[docker] tmpfs_size",
-                    format!("{size:?} is not valid; accepted values: a size such as 8g, 512m, 1048576, or a percentage of memory such as 50%"),
-                ));
+            if !annotations::valid_tmpfs_size(size) {
+                return Err(self.bad("[docker] tmpfs_size", format!("{size:?} is not valid; accepted values: {}", annotations::TMPFS_SIZES)));
             }
         }
         if !["none", "flate-best-speed"].contains(&self.checkpoint.compression.as_str()) {
@@ -317,11 +315,6 @@ impl Config {
         }
         Ok(d)
     }
-}
-
-fn valid_tmpfs_size(s: &str) -> bool {
-    let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
-    !digits.is_empty() && digits.len() + 1 >= s.len() && digits.chars().all(|c| c.is_ascii_digit())
 }
 
 /// A config file's text: a regular file of at most `MAX_SIZE`, opened without blocking (a FIFO
@@ -500,15 +493,5 @@ mod tests {
         assert_eq!(c.docker_wait(a.docker.as_ref().unwrap()).unwrap(), Duration::from_secs(5));
         let a = annotations(&[(annotations::DOCKER, "true"), (annotations::DOCKER_WAIT, "0s")]);
         assert_eq!(c.docker_wait(a.docker.as_ref().unwrap()).unwrap(), Duration::ZERO);
-    }
-
-    #[test]
-    fn tmpfs_sizes() {
-        for ok in ["8g", "512M", "1048576", "50%"] {
-            assert!(valid_tmpfs_size(ok), "{ok}");
-        }
-        for bad in ["", "g", "8gb", "-1", "8 g", "1.5g"] {
-            assert!(!valid_tmpfs_size(bad), "{bad}");
-        }
     }
 }

@@ -201,7 +201,7 @@ impl Container {
             if agent {
                 let agent = contract::args::AgentArgs {
                     keepalive: annotations.keepalive,
-                    docker: docker.as_ref().map(|d| docker::agent_docker(runsc.flags.network, config, &d.args)),
+                    docker: docker.as_ref().map(|d| docker::agent_docker(runsc.flags.network, config, d, &spec)),
                     command: Vec::new(),
                 };
                 spec::inject_agent(&mut spec, &agent_binary, &agent)?;

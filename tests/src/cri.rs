@@ -107,6 +107,8 @@ pub struct Spec<'a> {
     /// Host path, container path; read-only.
     pub mounts: &'a [(&'a str, &'a str)],
     pub resources: Option<LinuxContainerResources>,
+    /// The kubelet's restart count: a container made again in its pod gets the next one.
+    pub attempt: u32,
 }
 
 pub struct Pod<'a> {
@@ -153,7 +155,7 @@ impl Pod<'_> {
 
     pub fn create(&mut self, spec: &Spec) -> CriResult<String> {
         let config = ContainerConfig {
-            metadata: Some(ContainerMetadata { name: spec.name.into(), attempt: 0 }),
+            metadata: Some(ContainerMetadata { name: spec.name.into(), attempt: spec.attempt }),
             image: Some(ImageSpec { image: spec.image.into(), ..Default::default() }),
             command: spec.command.iter().map(|s| s.to_string()).collect(),
             annotations: pairs(spec.annotations),

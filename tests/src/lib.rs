@@ -10,6 +10,7 @@ use std::{
 
 pub mod cgroups;
 pub mod client;
+pub mod compose;
 pub mod cri;
 pub mod engine;
 pub mod net;
@@ -327,6 +328,31 @@ pub fn containerd_version() -> String {
 /// daemon refuses any other type for Create and Checkpoint).
 pub fn containerd_1x() -> bool {
     containerd_version().starts_with("1.")
+}
+
+/// The cache hack/build-images.sh fills.
+pub fn cache() -> std::path::PathBuf {
+    std::env::var("BETA9_CACHE").unwrap_or_else(|_| "/var/cache/beta9".into()).into()
+}
+
+/// hack/build-images.sh's busybox root filesystem with its applets, as a tar for `docker import`
+/// inside a Docker sandbox.
+pub fn nested_busybox_tar() -> std::path::PathBuf {
+    let tar = cache().join("busybox-rootfs.tar");
+    assert!(tar.is_file(), "{} is missing: hack/build-images.sh busybox makes it", tar.display());
+    tar
+}
+
+/// The root filesystem hack/build-images.sh made for a Debian suite's Docker image (its
+/// `rootfs_dir`: trixie's carries the image's revision).
+pub fn docker_rootfs(suite: &str) -> std::path::PathBuf {
+    let dir = match suite {
+        "bookworm" => cache().join("debian-rootfs"),
+        "trixie" => cache().join("trixie-r2-rootfs"),
+        other => cache().join(format!("{other}-rootfs")),
+    };
+    assert!(dir.join(".complete").exists(), "{} is missing: hack/build-images.sh makes it", dir.display());
+    dir
 }
 
 /// The runsc root the sandbox of `id` runs under, from its runsc processes' `--root`.

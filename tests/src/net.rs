@@ -161,6 +161,41 @@ pub fn busybox_in_registry() -> String {
         .clone()
 }
 
+/// An image whose one layer is a file of `mib` MiB of zeros: a few hundred KB to download,
+/// `mib` MiB once unpacked. Pushed into the registry once per test binary and size.
+pub fn filler_in_registry(mib: u64) -> String {
+    static PUSHED: std::sync::Mutex<Vec<(u64, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut pushed = PUSHED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, r)) = pushed.iter().find(|(m, _)| *m == mib) {
+        return r.clone();
+    }
+    let work = std::env::temp_dir().join(unique_id("filler"));
+    let layout = format!("{}/layout", work.display());
+    let bundle = work.join("bundle");
+    let umoci = which("umoci");
+    let steps: [Vec<String>; 3] = [
+        vec!["init".into(), "--layout".into(), layout.clone()],
+        vec!["new".into(), "--image".into(), format!("{layout}:latest")],
+        vec!["unpack".into(), "--rootless".into(), "--image".into(), format!("{layout}:latest"), bundle.display().to_string()],
+    ];
+    for step in &steps {
+        let r = run_cmd(Command::new(&umoci).args(step), None);
+        assert_eq!(r.code, 0, "umoci {}: {}", step.join(" "), r.stderr);
+    }
+    // Sparse on the host's disk; zeros in the layer.
+    std::fs::File::create(bundle.join("rootfs/fill")).unwrap().set_len(mib << 20).unwrap();
+    let r = run_cmd(Command::new(&umoci).args(["repack", "--image", &format!("{layout}:latest")]).arg(&bundle), None);
+    assert_eq!(r.code, 0, "umoci repack: {}", r.stderr);
+    let reference = format!("{}/beta9/filler-{mib}m:latest", registry());
+    let mut copy = Command::new(which("skopeo"));
+    copy.args(["copy", "--quiet", "--dest-tls-verify=false"]).arg(format!("oci:{layout}:latest")).arg(format!("docker://{reference}"));
+    let r = run_cmd(&mut copy, None);
+    let _ = std::fs::remove_dir_all(&work);
+    assert_eq!(r.code, 0, "skopeo copy into the registry: {}", r.stderr);
+    pushed.push((mib, reference.clone()));
+    reference
+}
+
 /// What a removed pod may have left on the host: its namespace, its veth, its address
 /// reservation, iptables rules naming it.
 pub fn pod_network_leftovers(pod_id: &str, net: &crate::cri::PodNetwork) -> Vec<String> {
@@ -199,8 +234,9 @@ pub fn out(r: &k8s_cri::v1::ExecSyncResponse) -> String {
 
 /// Docker in a pod with a network of its own, on `docker_image`: the agent routes nested containers
 /// out; `docker pull` from the registry, a nested container and a `docker build` RUN step fetch
-/// from another pod, and a published port serves on the pod's address.
-pub fn docker_in_a_networked_pod(docker_image: &str) {
+/// from another pod (with the image's default builder, then each of `builds`, which must be
+/// BuildKit's), and a published port serves on the pod's address.
+pub fn docker_in_a_networked_pod(docker_image: &str, builds: &[&str]) {
     let cri = Cri::connect();
     let image = busybox_in_registry();
     let mut server = cri.run_pod("netsrv", &[], false).expect("server pod");
@@ -231,6 +267,11 @@ pub fn docker_in_a_networked_pod(docker_image: &str) {
          && docker build -q -t built /b >/dev/null && docker run --rm built"
     );
     assert!(sh(&build, 180).contains("from-server"));
+    for (i, command) in builds.iter().enumerate() {
+        let out = sh(&format!("{command} --progress=plain -t buildkit{i} /b 2>&1 && docker run --rm buildkit{i}"), 180);
+        assert!(out.contains("[internal] load build definition"), "{command} should build with BuildKit: {out}");
+        assert!(out.trim_end().ends_with("from-server"), "{command}: {out}");
+    }
     // A published port serves on the sandbox's address (docker-proxy; no iptables in gVisor).
     sh(&format!("docker run -d -p 8081:8080 {image} sh -c 'mkdir -p /www && echo published > /www/f && exec httpd -f -p 8080 -h /www'"), 60);
     let ip = pod.network().ip.clone();

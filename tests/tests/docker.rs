@@ -1,6 +1,8 @@
 //! Docker inside gVisor by annotation: a real dockerd in a real runsc sandbox, on each Docker
-//! image: bookworm's docker.io 20.10, trixie's 26.1 and sid's 28.5 (whose runc refuses gVisor's
-//! /proc: Start fails naming it, and with an older runc Docker 28 runs).
+//! image: bookworm's docker.io 20.10, trixie's 26.1 (with compose v2 and buildx) and sid's 28.5
+//! (whose runc refuses gVisor's /proc: Start fails naming it, and with an older runc Docker 28
+//! runs). These sandboxes are `ctr run`'s, without a network (loopback only); network.rs has
+//! Docker in networked pods.
 
 use std::time::Duration;
 
@@ -24,6 +26,18 @@ fn agent_status(c: &Container) -> String {
     c.exec(&unique_id("status"), &["/.beta9/agent", "status"], None).stdout
 }
 
+/// Runs a bash script in the sandbox; its output, or the test fails with it.
+fn sh(c: &Container, script: &str) -> String {
+    let r = c.exec(&unique_id("sh"), &["bash", "-c", script], None);
+    assert_eq!(r.code, 0, "{script}: {}{}", r.stdout, r.stderr);
+    format!("{}{}", r.stdout, r.stderr)
+}
+
+/// `--mount` of hack/build-images.sh's busybox rootfs tar at /images/busybox.tar.
+fn busybox_mount() -> String {
+    format!("type=bind,src={},dst=/images/busybox.tar,options=rbind:ro", nested_busybox_tar().display())
+}
+
 /// Start returned only once dockerd answered: `docker version` works at once, no retry.
 fn answers_as_soon_as_run_returns(image: &str, version: &str) {
     let c = docker_sandbox_of(image, "dockerready", &[]);
@@ -35,6 +49,11 @@ fn answers_as_soon_as_run_returns(image: &str, version: &str) {
     assert!(status.contains("restarts: 0\n"), "{status}");
     // This netstack has no NAT MASQUERADE: the probe turns dockerd's iptables off and says why.
     assert!(status.contains("iptables: off, --iptables=false ("), "{status}");
+    assert!(status.contains("dockerd's own iptables calls (its embedded DNS) go to iptables-legacy"), "{status}");
+    // No memory limit: tmpfs's default size; the driver is overlay2.
+    assert!(status.contains("storage: /var/lib/docker: tmpfs of ") && status.contains("storage driver overlay2"), "{status}");
+    assert!(status.contains("works: nested containers on Docker's bridges") && status.contains("compose"), "{status}");
+    assert!(status.contains("does not work: docker exec into a nested container"), "{status}");
     assert_eq!(c.status().as_deref(), Some("RUNNING"));
 }
 
@@ -122,7 +141,7 @@ fn trixie_docker_26_stops_cleanly() {
 
 #[test]
 fn trixie_docker_26_in_a_networked_pod_pulls_builds_fetches_and_serves() {
-    beta9_e2e::net::docker_in_a_networked_pod(DEBIAN_TRIXIE);
+    beta9_e2e::net::docker_in_a_networked_pod(DEBIAN_TRIXIE, &["DOCKER_BUILDKIT=1 docker build", "docker buildx build --load"]);
 }
 
 #[test]
@@ -156,8 +175,7 @@ fn sid_docker_28_with_crun_runs_nested_containers_on_the_host_network() {
 
 /// sid's dockerd 28 with trixie's runc 1.1.15 mounted over its own.
 fn older_runc() -> String {
-    let cache = std::env::var("BETA9_CACHE").unwrap_or_else(|_| "/var/cache/beta9".into());
-    let runc = std::path::Path::new(&cache).join("trixie-rootfs/usr/sbin/runc");
+    let runc = docker_rootfs("trixie").join("usr/sbin/runc");
     assert!(runc.is_file(), "{} is missing: hack/build-images.sh debian-trixie makes it", runc.display());
     format!("type=bind,src={},dst=/usr/sbin/runc,options=rbind:ro", runc.display())
 }
@@ -251,4 +269,93 @@ fn zero_wait_returns_at_once_and_the_daemon_comes_up_anyway() {
     let s = c.exec("wait", &["/.beta9/agent", "status", "--wait", "60"], None);
     assert_eq!(s.code, 0, "{}{}", s.stdout, s.stderr);
     assert!(s.stdout.starts_with("dockerd: ready\n"), "{}", s.stdout);
+}
+
+#[test]
+fn trixie_compose_services_reach_each_other_by_name_and_down_leaves_nothing() {
+    let project = compose::Project::new();
+    let mounts = [project.ctr_mount(), busybox_mount()];
+    let c = docker_sandbox_of(DEBIAN_TRIXIE, "dockercompose", &["--mount", &mounts[0], "--mount", &mounts[1]]);
+    let run = |script: &str| sh(&c, script);
+    // No network: the published port is fetched from inside the sandbox (bash's /dev/tcp).
+    let port = compose::PUBLISHED;
+    let published = || {
+        sh(&c, &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET /f HTTP/1.0\\r\\n\\r\\n' >&3 && sed '1,/^\\r$/d' <&3"))
+    };
+    compose::up_and_down(&run, &published);
+}
+
+/// A Dockerfile FROM the imported busybox, with a RUN and a COPY step, built by each command
+/// (which must be BuildKit's: its plain progress names its steps `[internal] load build
+/// definition`), then run.
+fn builds_with_buildkit(image: &str, commands: &[&str]) {
+    let mount = busybox_mount();
+    let c = docker_sandbox_of(image, "dockerbuild", &["--mount", &mount]);
+    sh(&c, "docker import /images/busybox.tar nested-busybox >/dev/null");
+    sh(&c, "mkdir -p /b && echo copied > /b/msg && printf 'FROM nested-busybox\\nCOPY msg /msg\\nRUN echo \"built, $(cat /msg)\" > /out\\nCMD [\"cat\", \"/out\"]\\n' > /b/Dockerfile");
+    for (i, command) in commands.iter().enumerate() {
+        let out = sh(&c, &format!("{command} --progress=plain -t built{i} /b 2>&1"));
+        assert!(out.contains("[internal] load build definition"), "{command} should build with BuildKit: {out}");
+        assert_eq!(sh(&c, &format!("docker run --rm built{i}")).trim(), "built, copied", "{command}");
+    }
+}
+
+#[test]
+fn buildkit_builds_from_a_local_image() {
+    builds_with_buildkit(DEBIAN, &["DOCKER_BUILDKIT=1 docker build"]);
+}
+
+#[test]
+fn trixie_docker_26_builds_with_buildkit_and_buildx_load() {
+    builds_with_buildkit(DEBIAN_TRIXIE, &["DOCKER_BUILDKIT=1 docker build", "docker buildx build --load"]);
+}
+
+const MIB: u64 = 1 << 20;
+
+/// The size of the sandbox's /var/lib/docker, in MiB, as df says it.
+fn store_mib(c: &Container) -> u64 {
+    let df = sh(c, "df -m --output=size /var/lib/docker | tail -n 1");
+    df.trim().parse().unwrap_or_else(|_| panic!("df: {df}"))
+}
+
+#[test]
+fn the_store_is_half_the_memory_limit_and_a_full_store_is_enospc_not_an_oom_kill() {
+    let mount = busybox_mount();
+    let limit = (512 * MIB).to_string();
+    let c = docker_sandbox_of(DEBIAN, "dockerstore", &["--memory-limit", &limit, "--mount", &mount]);
+    assert_eq!(store_mib(&c), 256, "half of the 512 MiB limit");
+    assert!(agent_status(&c).contains("storage: /var/lib/docker: tmpfs of 256 MiB"), "{}", agent_status(&c));
+    // A nested container writing past the store: its writes land in the store (overlay2's upper
+    // layer), which is full before the sandbox's memory is.
+    sh(&c, "docker import /images/busybox.tar nested-busybox >/dev/null");
+    let r = c.exec("fill", &["docker", "run", "--rm", "nested-busybox", "dd", "if=/dev/zero", "of=/big", "bs=1M", "count=400"], None);
+    assert_ne!(r.code, 0, "400 MB into a 256 MiB store: {}{}", r.stdout, r.stderr);
+    assert!(format!("{}{}", r.stdout, r.stderr).contains("No space left on device"), "{}{}", r.stdout, r.stderr);
+    assert_eq!(c.status().as_deref(), Some("RUNNING"), "the sandbox lives on");
+    assert!(agent_status(&c).starts_with("dockerd: ready\n"));
+    let r = c.exec("after", &["docker", "run", "--rm", "nested-busybox", "echo", "still here"], None);
+    assert_eq!((r.code, r.stdout.trim()), (0, "still here"), "{}", r.stderr);
+}
+
+#[test]
+fn the_store_size_follows_the_annotation_then_the_config() {
+    // A share of the limit, by annotation.
+    let limit = (512 * MIB).to_string();
+    let c = docker_sandbox_of(DEBIAN, "dockerstore25", &["--memory-limit", &limit, "--annotation", "io.beta9.sandbox.docker.tmpfs-size=25%"]);
+    assert_eq!(store_mib(&c), 128);
+    drop(c);
+    // A size in the config; the annotation still wins over it.
+    let config = ConfigFile::new("[docker]\ntmpfs_size = \"96m\"\n");
+    let flag = config.flag();
+    let c = docker_sandbox_of(DEBIAN, "dockerstorecfg", &[&flag[0], &flag[1], "--memory-limit", &limit]);
+    assert_eq!(store_mib(&c), 96);
+    drop(c);
+    let c = docker_sandbox_of(DEBIAN, "dockerstoreann", &[&flag[0], &flag[1], "--annotation", "io.beta9.sandbox.docker.tmpfs-size=64m"]);
+    assert_eq!(store_mib(&c), 64);
+    drop(c);
+    // A bad size is refused naming the annotation.
+    let bad = Container::new("dockerstorebad");
+    let mut cmd = ctr();
+    cmd.args(["run", "-d", "--runtime", RUNTIME, "--annotation", DOCKER, "--annotation", "io.beta9.sandbox.docker.tmpfs-size=lots", DEBIAN, &bad.id]);
+    run_cmd(&mut cmd, None).assert_refused(&["io.beta9.sandbox.docker.tmpfs-size", "25%"]);
 }
