@@ -141,22 +141,22 @@ pub fn processes() -> Vec<Process> {
     out
 }
 
-/// The containerd daemons that read this node's main config (so a restart message can name them).
+/// The containerd daemons that read this node's main config (so a restart message can name
+/// them): the file they were given is this one, or, where it does not exist (uninstall removed
+/// it), they live in this node's root.
 pub fn containerds(host: &Host, main_config: &str) -> Vec<Process> {
-    let Some(ours) = identity(&host.path(main_config)) else {
-        return Vec::new();
-    };
+    let ours = identity(&host.path(main_config));
+    let root = identity(&host.root);
     processes()
         .into_iter()
+        .filter(|p| p.program() == "containerd" && !p.args.iter().any(|a| a == "config" || a == "--version"))
         .filter(|p| {
-            p.program() == "containerd" && !p.args.iter().any(|a| a == "config" || a == "--version")
-        })
-        .filter(|p| {
-            let config = p
-                .flag("--config")
-                .or_else(|| p.flag("-c"))
-                .unwrap_or(main_config);
-            identity(&p.sees(config)) == Some(ours)
+            let config = p.flag("--config").or_else(|| p.flag("-c")).unwrap_or(main_config);
+            match (identity(&p.sees(config)), ours) {
+                (Some(theirs), Some(ours)) => theirs == ours,
+                (None, None) => identity(&p.sees("/")) == root,
+                _ => false,
+            }
         })
         .collect()
 }

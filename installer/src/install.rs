@@ -91,9 +91,11 @@ pub struct Planned {
 }
 
 /// What the node's containerd config should hold. Pure: the current main config in, files out.
+/// `defaults` is `containerd config default` (1.x, where the config has no runtimes of its own).
 pub fn plan_containerd(
     version: Version,
     main: Option<&DocumentMut>,
+    defaults: Option<&DocumentMut>,
     ours_before: bool,
     restrict_oom: bool,
 ) -> Result<Vec<Planned>, String> {
@@ -133,6 +135,9 @@ pub fn plan_containerd(
                 .parse()
                 .expect("a valid document"),
         };
+        if let Some(defaults) = defaults {
+            schema::keep_default_runtime(&mut d, defaults).map_err(|e| format!("{MAIN_CONFIG}: {e}"))?;
+        }
         schema::add_in_place(&mut d, ours_before, restrict_oom)
             .map_err(|e| format!("{MAIN_CONFIG}: {e}"))?;
         out.push(Planned {
@@ -255,9 +260,16 @@ impl Installer<'_> {
         let main_exists = self.host.path(MAIN_CONFIG).exists();
         let restrict =
             rec.restrict_oom || (!host::can_lower_oom_score() && !schema::sets_restrict_oom(&main));
+        let defaults = if !version.merges_drop_ins() && schema::lacks_runtimes(&main) {
+            let text = self.host.output("containerd", &["config", "default"]).map_err(|e| anyhow::anyhow!("cannot read containerd's defaults: {e}"))?;
+            Some(text.parse::<DocumentMut>().context("`containerd config default` is not TOML")?)
+        } else {
+            None
+        };
         let plan = plan_containerd(
             version,
             main_exists.then_some(&main),
+            defaults.as_ref(),
             rec.change(MAIN_CONFIG).is_some(),
             restrict,
         )
@@ -414,7 +426,7 @@ impl Installer<'_> {
             self.tell(format!("no systemd runs this node and no containerd runs with {config}: containerd loads the runtime when it starts"));
         }
         for p in running {
-            self.tell(format!("containerd was not restarted (no systemd runs this node): restart containerd (pid {}: {}) so it loads {config}", p.pid, p.args.join(" ")));
+            self.tell(format!("containerd was not restarted (no systemd runs this node): restart containerd (pid {}: {}) so it reads {config} again", p.pid, p.args.join(" ")));
         }
         Ok(())
     }
@@ -598,7 +610,7 @@ mod tests {
 
     #[test]
     fn plans_follow_the_version_one_file_in_place_on_1x_a_drop_in_and_import_on_2x() {
-        let p = plan_containerd(V16, None, false, false).unwrap();
+        let p = plan_containerd(V16, None, None, false, false).unwrap();
         let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -619,7 +631,7 @@ mod tests {
                 .is_some()
         );
 
-        let p = plan_containerd(V21, None, false, false).unwrap();
+        let p = plan_containerd(V21, None, None, false, false).unwrap();
         assert_eq!(
             p.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
             vec![
@@ -635,10 +647,10 @@ mod tests {
         );
 
         let operator: DocumentMut = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.beta9]\nruntime_type = \"x\"\n".parse().unwrap();
-        assert!(plan_containerd(V21, Some(&operator), false, false)
+        assert!(plan_containerd(V21, Some(&operator), None, false, false)
             .unwrap_err()
             .contains("not ours"));
-        assert!(plan_containerd(V16, Some(&operator), false, false)
+        assert!(plan_containerd(V16, Some(&operator), None, false, false)
             .unwrap_err()
             .contains("already exists"));
     }

@@ -177,6 +177,46 @@ pub fn existing(doc: &DocumentMut) -> (Vec<&'static str>, Vec<&'static str>) {
     (ours, foreign)
 }
 
+/// Gives a table (and the tables in it) header positions from `next` on, in order.
+fn place(t: &mut Table, next: &mut isize) {
+    t.set_position(Some(*next));
+    *next += 1;
+    for (_, item) in t.iter_mut() {
+        if let Some(sub) = item.as_table_mut() {
+            place(sub, next);
+        }
+    }
+}
+
+/// Whether a 1.x config holds no CRI runtime of its own. Then containerd 1.x runs its default
+/// runtime (runc) from its built-in defaults, and a runtimes table in the file *replaces* that
+/// map (measured: `config dump` lost runc): the default runtime must be written out with ours.
+pub fn lacks_runtimes(doc: &DocumentMut) -> bool {
+    get_table(doc.as_table(), &runtimes_path(schema_of(doc))).is_none_or(|t| t.is_empty())
+}
+
+/// Copies the default runtime's table from `containerd config default` (schema 2) into a 1.x
+/// config that has no runtimes, so its effective runtimes stay what they were. Returns its name.
+pub fn keep_default_runtime(doc: &mut DocumentMut, defaults: &DocumentMut) -> Result<Option<String>, String> {
+    if !lacks_runtimes(doc) {
+        return Ok(None);
+    }
+    let schema = schema_of(doc);
+    let named = |d: &DocumentMut, plugin: &str| {
+        get_table(d.as_table(), &["plugins", plugin, "containerd"]).and_then(|c| c.get("default_runtime_name")).and_then(Item::as_str).map(str::to_string)
+    };
+    let name = named(doc, cri_runtime_plugin(schema)).or_else(|| named(defaults, cri_runtime_plugin(2))).unwrap_or_else(|| "runc".into());
+    let Some(default) = get_table(defaults.as_table(), &runtimes_path(2)).and_then(|r| r.get(&name)).and_then(Item::as_table) else {
+        return Err(format!("containerd's defaults have no runtime {name:?} to keep"));
+    };
+    let mut copy = default.clone();
+    let mut next = last_position(doc.as_table()) + 1;
+    place(&mut copy, &mut next);
+    copy.decor_mut().set_prefix(format!("\n{MARK}\n# containerd's default runtime, as `containerd config default` gives it: a runtimes table here replaces containerd's own.\n"));
+    table_at(doc.as_table_mut(), &runtimes_path(schema))?.insert(&name, Item::Table(copy));
+    Ok(Some(name))
+}
+
 /// Adds our handlers to a 1.x main config in place. `replace` lets a handler of a previous
 /// install of ours be rewritten; otherwise a same-named handler is refused, not overwritten.
 /// `restrict_oom` sets CRI's restrict_oom_score_adj (see `Oom`). Returns whether anything changed.
@@ -450,6 +490,23 @@ mod tests {
         // And out again gives the original back.
         assert!(remove(&mut again, false));
         assert_eq!(again.to_string().trim_end(), DEBIAN.trim_end());
+    }
+
+    #[test]
+    fn the_default_runtime_is_kept_where_the_config_has_no_runtimes() {
+        let defaults: DocumentMut = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  default_runtime_name = \"runc\"\n  [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n    runtime_type = \"io.containerd.runc.v2\"\n    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n      BinaryName = \"\"\n".parse().unwrap();
+        let mut doc: DocumentMut = DEBIAN.parse().unwrap();
+        assert!(lacks_runtimes(&doc));
+        assert_eq!(keep_default_runtime(&mut doc, &defaults).unwrap().as_deref(), Some("runc"));
+        add_in_place(&mut doc, false, false).unwrap();
+        let out = doc.to_string();
+        assert!(out.starts_with(DEBIAN), "{out}");
+        let t = parsed(&out);
+        let rt = &t["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+        assert_eq!(rt["runc"]["options"]["BinaryName"].as_str(), Some(""));
+        assert!(rt.get("beta9").is_some());
+        assert!(!lacks_runtimes(&doc));
+        assert_eq!(keep_default_runtime(&mut doc, &defaults).unwrap(), None, "a config with runtimes keeps its own");
     }
 
     #[test]

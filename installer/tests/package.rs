@@ -1,0 +1,155 @@
+//! The Debian package on this bookworm host, in the order an admin goes: `apt install` of the
+//! .deb (the postinst says what to run), `beta9-sandbox-install install` (containerd's version
+//! asked of Debian's containerd 1.6; the package's binaries used in place), `ctr run --runtime
+//! io.beta9.sandbox` on Debian's containerd, `apt remove` refused while the runtime is
+//! registered and again while a sandbox runs, `uninstall` (config.toml back byte for byte),
+//! `apt purge`.
+//!
+//! It runs on a copy-on-write view of this machine's root (an overlay over `/` in a private
+//! mount namespace, chrooted into), so apt and dpkg do all their real work while the host's
+//! dpkg state and /etc are never written: the test checks both are as before.
+
+mod common;
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use common::*;
+
+struct Host {
+    dir: PathBuf,
+    merged: PathBuf,
+    ns: Option<Namespace>,
+    containerd: Option<Daemon>,
+}
+
+impl Host {
+    fn new() -> Host {
+        let dir = std::env::temp_dir().join(beta9_e2e::unique_id("beta9-apt"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let m = format!("{d}/merged");
+        // Upper and work directories on a tmpfs of the namespace: the host's disk gets nothing.
+        let setup = format!(
+            "mount -t tmpfs tmpfs {d}\nmkdir {d}/upper {d}/work {m}\n\
+             mount -t overlay overlay -o lowerdir=/,upperdir={d}/upper,workdir={d}/work {m}\n\
+             mount -t proc proc {m}/proc\nmount --rbind /sys {m}/sys\nmount --rbind /dev {m}/dev\n\
+             mount -t tmpfs tmpfs {m}/run\nmount -t tmpfs tmpfs {m}/tmp\n\
+             mkdir -p {m}/var/lib/containerd\nmount -t tmpfs tmpfs {m}/var/lib/containerd"
+        );
+        let ns = Namespace::new(&setup);
+        Host { merged: dir.join("merged"), dir, ns: Some(ns), containerd: None }
+    }
+
+    fn chroot(&self, program: &str) -> Command {
+        let mut c = self.ns.as_ref().unwrap().command("chroot");
+        c.arg(&self.merged).arg("env").arg("DEBIAN_FRONTEND=noninteractive").arg(program);
+        c
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Run {
+        run_cmd(self.chroot(program).args(args), None)
+    }
+
+    fn sh(&self, script: &str) -> String {
+        ok(self.chroot("sh").args(["-c", script])).stdout
+    }
+
+    /// Whether a path exists in the overlay (only the namespace sees it).
+    fn exists(&self, path: &str) -> bool {
+        self.run("test", &["-e", path]).code == 0
+    }
+
+    fn start_containerd(&mut self) {
+        let mut d = Daemon::spawn(self.chroot("containerd").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()));
+        assert!(eventually(Duration::from_secs(30), || d.alive() && self.run("ctr", &["version"]).code == 0), "Debian's containerd did not come up");
+        self.containerd = Some(d);
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.containerd.take() {
+            d.stop();
+        }
+        self.ns.take();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// What dpkg knows of every package, and the bytes of /etc/containerd, as `sh` sees them.
+const STATE: &str = "dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\\n'; find /etc/containerd /var/lib/beta9-sandbox -printf '%p %m %s\\n' 2>/dev/null | sort; cat /etc/containerd/config.toml | md5sum";
+
+fn host_state() -> String {
+    ok(Command::new("sh").args(["-c", STATE])).stdout
+}
+
+#[test]
+fn apt_install_then_install_uninstall_and_apt_purge() {
+    let _one = lock();
+    let deb = std::fs::read_dir(repo().join("target/debian"))
+        .ok()
+        .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("beta9-sandbox_")))
+        .expect("target/debian/beta9-sandbox_*_amd64.deb is missing: build it with hack/package.sh (hack/test.sh does)");
+    assert!(deb.to_string_lossy().ends_with("_amd64.deb"));
+    let deb = deb.display().to_string();
+    let before = host_state();
+
+    let mut host = Host::new();
+    assert_eq!(host.sh(STATE), before, "the overlay starts as the host is");
+
+    let r = host.run("apt-get", &["install", "-y", "--no-install-recommends", &deb]);
+    assert_eq!(r.code, 0, "apt install: {}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("run:") && r.stdout.contains("beta9-sandbox-install install"), "the postinst says what to run:\n{}", r.stdout);
+    assert!(host.sh("dpkg-query -W -f '${db:Status-Abbrev}' beta9-sandbox").starts_with("ii"));
+    assert!(!host.exists("/etc/containerd/beta9-sandbox.toml"), "the package writes no runtime config: install does");
+    assert_eq!(host.sh("md5sum </etc/containerd/config.toml"), ok(Command::new("sh").args(["-c", "md5sum </etc/containerd/config.toml"])).stdout, "the package's scripts leave containerd's conffile alone");
+
+    let install = host.run("beta9-sandbox-install", &["install"]);
+    assert_eq!(install.code, 0, "install: {}{}", install.stdout, install.stderr);
+    for words in ["ok      containerd: 1.6", "using containerd-shim-beta9-sandbox and beta9-sandbox-agent in /usr/bin", "updated /etc/containerd/config.toml", "no containerd runs"] {
+        assert!(install.stdout.contains(words), "install should say {words:?}:\n{}", install.stdout);
+    }
+    assert!(!host.exists("/usr/local/bin/containerd-shim-beta9-sandbox"), "the package's binaries are used where they are");
+    assert!(host.exists("/etc/containerd/beta9-sandbox.toml") && host.exists("/etc/containerd/beta9-sandbox-docker.toml"));
+
+    // Debian's containerd on the registered config runs a sandbox through the package's shim.
+    host.start_containerd();
+    let images = cache().join("images/beta9_busybox.tar");
+    assert!(images.is_file(), "{} is missing: hack/build-images.sh builds it", images.display());
+    ok(host.chroot("ctr").args(["images", "import", "--base-name", "docker.io/beta9/busybox", images.to_str().unwrap()]));
+    let r = host.run("ctr", &["run", "--rm", "--runtime", "io.beta9.sandbox", "docker.io/beta9/busybox:latest", "apt-test", "echo", "from the package"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "from the package\n"), "{}", r.stderr);
+
+    // apt remove refuses while the runtime is registered, naming the command to run.
+    let r = host.run("apt-get", &["remove", "-y", "beta9-sandbox"]);
+    assert_ne!(r.code, 0, "apt remove should refuse: {}", r.stdout);
+    assert!(format!("{}{}", r.stdout, r.stderr).contains("run 'beta9-sandbox-install uninstall'"), "{}{}", r.stdout, r.stderr);
+    assert!(host.sh("dpkg-query -W -f '${db:Status-Abbrev}' beta9-sandbox").starts_with("ii"), "still installed");
+
+    let uninstall = host.run("beta9-sandbox-install", &["uninstall"]);
+    assert_eq!(uninstall.code, 0, "uninstall: {}{}", uninstall.stdout, uninstall.stderr);
+    assert!(uninstall.stdout.contains("restored /etc/containerd/config.toml"), "{}", uninstall.stdout);
+    assert_eq!(std::fs::read_to_string("/etc/containerd/config.toml").unwrap(), host.sh("cat /etc/containerd/config.toml"), "config.toml back byte for byte");
+
+    // ... and while a sandbox of ours runs (the shim is still on PATH without registration).
+    ok(host.chroot("ctr").args(["run", "-d", "--runtime", "io.beta9.sandbox", "docker.io/beta9/busybox:latest", "apt-busy", "sleep", "600"]));
+    let r = host.run("apt-get", &["remove", "-y", "beta9-sandbox"]);
+    assert_ne!(r.code, 0, "apt remove should refuse while a sandbox runs: {}", r.stdout);
+    assert!(r.stderr.contains("default/apt-busy"), "{}", r.stderr);
+    ok(host.chroot("ctr").args(["task", "rm", "-f", "apt-busy"]));
+    ok(host.chroot("ctr").args(["containers", "rm", "apt-busy"]));
+    let gone = eventually(Duration::from_secs(20), || host.run("beta9-sandbox-install", &["status"]).code == 0);
+    assert!(gone, "the sandbox's shim did not go: {}", host.run("beta9-sandbox-install", &["status"]).stdout);
+
+    let r = host.run("apt-get", &["purge", "-y", "beta9-sandbox"]);
+    assert_eq!(r.code, 0, "apt purge: {}{}", r.stdout, r.stderr);
+    assert!(!host.exists("/usr/bin/containerd-shim-beta9-sandbox") && !host.exists("/usr/bin/beta9-sandbox-install"));
+    if let Some(mut d) = host.containerd.take() {
+        d.stop();
+    }
+    assert_eq!(host.sh(STATE), before, "after apt purge the overlay's dpkg state and /etc/containerd are the host's again");
+    let left = host.ns.as_ref().unwrap().members();
+    assert!(left.is_empty(), "processes left: {left:?}");
+    drop(host);
+    assert_eq!(host_state(), before, "the host's own dpkg state and /etc/containerd were never touched");
+}
