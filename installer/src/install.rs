@@ -111,7 +111,7 @@ pub fn plan_containerd(
         out.push(Planned {
             path: DROP_IN.into(),
             kind: Kind::Containerd,
-            bytes: schema::drop_in(restrict_oom).into_bytes(),
+            bytes: schema::drop_in(main.map(|d| schema::schema_of(d).max(2)).unwrap_or(3), restrict_oom).into_bytes(),
             only_if_absent: false,
         });
         let main_text = match main {

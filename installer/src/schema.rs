@@ -294,20 +294,21 @@ pub fn remove(doc: &mut DocumentMut, restrict_oom: bool) -> bool {
     doc.to_string() != before
 }
 
-/// The 2.x drop-in: our handlers in schema 3, merged by containerd into the operator's settings.
-pub fn drop_in(restrict_oom: bool) -> String {
+/// The 2.x drop-in: our handlers, merged by containerd into the operator's settings. Its schema
+/// is the main config's (measured on 2.1.9: a schema 3 drop-in under Debian's schema 2
+/// config.toml changed CNI's bin_dirs in `config dump`; a schema 2 one changed nothing but ours).
+pub fn drop_in(schema: i64, restrict_oom: bool) -> String {
     let mut doc = DocumentMut::new();
     doc.decor_mut().set_prefix(format!(
         "{MARK}\n# The beta9 sandbox runtime (gVisor) as CRI handlers; ctr and Docker Engine use it as {RUNTIME_TYPE}.\n"
     ));
-    doc["version"] = value(3);
-    let runtimes = table_at(doc.as_table_mut(), &runtimes_path(3)).expect("a new document");
+    doc["version"] = value(schema);
+    let runtimes = table_at(doc.as_table_mut(), &runtimes_path(schema)).expect("a new document");
     for h in HANDLERS {
         runtimes.insert(h.name, Item::Table(runtime_table(h)));
     }
     if restrict_oom {
-        let cri = table_at(doc.as_table_mut(), &["plugins", cri_runtime_plugin(3)])
-            .expect("a new document");
+        let cri = table_at(doc.as_table_mut(), &["plugins", cri_runtime_plugin(schema)]).expect("a new document");
         cri.set_implicit(false);
         cri.set_position(Some(1));
         cri["restrict_oom_score_adj"] = value(true);
@@ -559,18 +560,17 @@ mod tests {
     }
 
     #[test]
-    fn the_drop_in_is_schema_3_with_both_handlers() {
-        let t = parsed(&drop_in(true));
-        assert_eq!(t["version"].as_integer(), Some(3));
-        let cri = &t["plugins"]["io.containerd.cri.v1.runtime"];
-        assert_eq!(cri["restrict_oom_score_adj"].as_bool(), Some(true));
-        for h in HANDLERS {
-            assert_eq!(
-                cri["containerd"]["runtimes"][h.name]["options"]["ConfigPath"].as_str(),
-                Some(h.config_path)
-            );
+    fn the_drop_in_has_both_handlers_in_the_schema_asked() {
+        for (schema, plugin) in [(3, "io.containerd.cri.v1.runtime"), (2, "io.containerd.grpc.v1.cri")] {
+            let t = parsed(&drop_in(schema, true));
+            assert_eq!(t["version"].as_integer(), Some(schema));
+            let cri = &t["plugins"][plugin];
+            assert_eq!(cri["restrict_oom_score_adj"].as_bool(), Some(true));
+            for h in HANDLERS {
+                assert_eq!(cri["containerd"]["runtimes"][h.name]["options"]["ConfigPath"].as_str(), Some(h.config_path));
+            }
         }
-        let doc: DocumentMut = drop_in(false).parse().unwrap();
+        let doc: DocumentMut = drop_in(3, false).parse().unwrap();
         assert_eq!(existing(&doc), (vec!["beta9", "beta9-docker"], vec![]));
         assert!(!sets_restrict_oom(&doc));
     }

@@ -241,7 +241,7 @@ impl Node {
 
     /// The node's files the installer may touch: /etc, /usr/local and its state directory.
     fn files(&self) -> Tree {
-        let mut t = snapshot(&self.root.join("etc"));
+        let mut t: Tree = snapshot(&self.root.join("etc")).into_iter().map(|(k, v)| (format!("etc/{k}"), v)).collect();
         t.extend(snapshot(&self.local).into_iter().map(|(k, v)| (format!("usr/local/{k}"), v)));
         t.extend(snapshot(&self.root.join("var/lib/beta9-sandbox")).into_iter().map(|(k, v)| (format!("var/lib/beta9-sandbox/{k}"), v)));
         t
