@@ -5,8 +5,8 @@
 //! registered and again while a sandbox runs, `uninstall` (config.toml back byte for byte),
 //! `apt purge`.
 //!
-//! It runs on a copy-on-write view of this machine's root (an overlay over `/` in a private
-//! mount namespace, chrooted into), so apt and dpkg do all their real work while the host's
+//! It runs on a copy-on-write view of this machine's root (an overlay over `/` as the root of a
+//! private mount namespace), so apt and dpkg do all their real work while the host's
 //! dpkg state and /etc are never written: the test checks both are as before.
 
 mod common;
@@ -17,8 +17,9 @@ use common::*;
 
 struct Host {
     dir: PathBuf,
-    merged: PathBuf,
     ns: Option<Namespace>,
+    /// The overlay as the root of a namespace of its own, where every command runs.
+    root_ns: Option<Namespace>,
     containerd: Option<Daemon>,
 }
 
@@ -37,21 +38,22 @@ impl Host {
              mkdir -p {m}/var/lib/containerd\nmount -t tmpfs tmpfs {m}/var/lib/containerd"
         );
         let ns = Namespace::new(&setup);
-        Host { merged: dir.join("merged"), dir, ns: Some(ns), containerd: None }
+        let root_ns = ns.rooted_at(&dir.join("merged"), "");
+        Host { dir, ns: Some(ns), root_ns: Some(root_ns), containerd: None }
     }
 
-    fn chroot(&self, program: &str) -> Command {
-        let mut c = self.ns.as_ref().unwrap().command("chroot");
-        c.arg(&self.merged).arg("env").arg("DEBIAN_FRONTEND=noninteractive").arg(program);
+    fn inside(&self, program: &str) -> Command {
+        let mut c = self.root_ns.as_ref().unwrap().command("env");
+        c.arg("DEBIAN_FRONTEND=noninteractive").arg(program);
         c
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Run {
-        run_cmd(self.chroot(program).args(args), None)
+        run_cmd(self.inside(program).args(args), None)
     }
 
     fn sh(&self, script: &str) -> String {
-        ok(self.chroot("sh").args(["-c", script])).stdout
+        ok(self.inside("sh").args(["-c", script])).stdout
     }
 
     /// Whether a path exists in the overlay (only the namespace sees it).
@@ -60,7 +62,7 @@ impl Host {
     }
 
     fn start_containerd(&mut self) {
-        let mut d = Daemon::spawn(self.chroot("containerd").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()));
+        let mut d = Daemon::spawn(self.inside("containerd").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()));
         assert!(eventually(Duration::from_secs(30), || d.alive() && self.run("ctr", &["version"]).code == 0), "Debian's containerd did not come up");
         self.containerd = Some(d);
     }
@@ -71,13 +73,22 @@ impl Drop for Host {
         if let Some(mut d) = self.containerd.take() {
             d.stop();
         }
+        self.root_ns.take();
         self.ns.take();
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
 /// What dpkg knows of every package, and the bytes of /etc/containerd, as `sh` sees them.
-const STATE: &str = "dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\\n'; find /etc/containerd /var/lib/beta9-sandbox -printf '%p %m %s\\n' 2>/dev/null | sort; cat /etc/containerd/config.toml | md5sum";
+const STATE: &str = "dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\\n'; find /etc/containerd /var/lib/beta9-sandbox -printf '%p %m %y\\n' 2>/dev/null | sort; find /etc/containerd -type f -exec md5sum {} + | sort";
+
+/// Asserts two states are the same, showing only the lines that differ.
+fn assert_same(before: &str, after: &str, what: &str) {
+    if before != after {
+        let only = |a: &str, b: &str| a.lines().filter(|l| !b.lines().any(|m| m == *l)).map(str::to_string).collect::<Vec<_>>().join("\n");
+        panic!("{what}:\nbefore only:\n{}\nafter only:\n{}", only(before, after), only(after, before));
+    }
+}
 
 fn host_state() -> String {
     ok(Command::new("sh").args(["-c", STATE])).stdout
@@ -95,7 +106,7 @@ fn apt_install_then_install_uninstall_and_apt_purge() {
     let before = host_state();
 
     let mut host = Host::new();
-    assert_eq!(host.sh(STATE), before, "the overlay starts as the host is");
+    assert_same(&before, &host.sh(STATE), "the overlay starts as the host is");
 
     let r = host.run("apt-get", &["install", "-y", "--no-install-recommends", &deb]);
     assert_eq!(r.code, 0, "apt install: {}{}", r.stdout, r.stderr);
@@ -116,7 +127,7 @@ fn apt_install_then_install_uninstall_and_apt_purge() {
     host.start_containerd();
     let images = cache().join("images/beta9_busybox.tar");
     assert!(images.is_file(), "{} is missing: hack/build-images.sh builds it", images.display());
-    ok(host.chroot("ctr").args(["images", "import", "--base-name", "docker.io/beta9/busybox", images.to_str().unwrap()]));
+    ok(host.inside("ctr").args(["images", "import", "--base-name", "docker.io/beta9/busybox", images.to_str().unwrap()]));
     let r = host.run("ctr", &["run", "--rm", "--runtime", "io.beta9.sandbox", "docker.io/beta9/busybox:latest", "apt-test", "echo", "from the package"]);
     assert_eq!((r.code, r.stdout.as_str()), (0, "from the package\n"), "{}", r.stderr);
 
@@ -132,12 +143,12 @@ fn apt_install_then_install_uninstall_and_apt_purge() {
     assert_eq!(std::fs::read_to_string("/etc/containerd/config.toml").unwrap(), host.sh("cat /etc/containerd/config.toml"), "config.toml back byte for byte");
 
     // ... and while a sandbox of ours runs (the shim is still on PATH without registration).
-    ok(host.chroot("ctr").args(["run", "-d", "--runtime", "io.beta9.sandbox", "docker.io/beta9/busybox:latest", "apt-busy", "sleep", "600"]));
+    ok(host.inside("ctr").args(["run", "-d", "--runtime", "io.beta9.sandbox", "docker.io/beta9/busybox:latest", "apt-busy", "sleep", "600"]));
     let r = host.run("apt-get", &["remove", "-y", "beta9-sandbox"]);
     assert_ne!(r.code, 0, "apt remove should refuse while a sandbox runs: {}", r.stdout);
-    assert!(r.stderr.contains("default/apt-busy"), "{}", r.stderr);
-    ok(host.chroot("ctr").args(["task", "rm", "-f", "apt-busy"]));
-    ok(host.chroot("ctr").args(["containers", "rm", "apt-busy"]));
+    assert!(format!("{}{}", r.stdout, r.stderr).contains("default/apt-busy"), "{}{}", r.stdout, r.stderr);
+    ok(host.inside("ctr").args(["task", "rm", "-f", "apt-busy"]));
+    ok(host.inside("ctr").args(["containers", "rm", "apt-busy"]));
     let gone = eventually(Duration::from_secs(20), || host.run("beta9-sandbox-install", &["status"]).code == 0);
     assert!(gone, "the sandbox's shim did not go: {}", host.run("beta9-sandbox-install", &["status"]).stdout);
 
@@ -147,9 +158,9 @@ fn apt_install_then_install_uninstall_and_apt_purge() {
     if let Some(mut d) = host.containerd.take() {
         d.stop();
     }
-    assert_eq!(host.sh(STATE), before, "after apt purge the overlay's dpkg state and /etc/containerd are the host's again");
-    let left = host.ns.as_ref().unwrap().members();
+    assert_same(&before, &host.sh(STATE), "after apt purge the overlay's dpkg state and /etc/containerd are the host's again");
+    let left: Vec<_> = host.ns.as_ref().unwrap().members().into_iter().chain(host.root_ns.as_ref().unwrap().members()).collect();
     assert!(left.is_empty(), "processes left: {left:?}");
     drop(host);
-    assert_eq!(host_state(), before, "the host's own dpkg state and /etc/containerd were never touched");
+    assert_same(&before, &host_state(), "the host's own dpkg state and /etc/containerd were never touched");
 }
