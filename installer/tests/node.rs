@@ -329,8 +329,68 @@ fn container_config(dir: &Path, name: &str, image: &str, command: &[&str], docke
     p
 }
 
-/// A pod of `handler` running one container; returns (pod id, the container's log as the node has it).
-fn run_pod(node: &Node, handler: &str, name: &str, image: &str, command: &[&str], docker: bool, expect: &str) {
+/// What one running pod costs the node: its sandbox's cgroup (the sentry, gofer and workload),
+/// the most it held, the CPU it used while idle, and its shim beside it.
+#[derive(Debug)]
+struct Cost {
+    cgroup: u64,
+    peak: u64,
+    idle_millicores: u64,
+    shim_rss: u64,
+}
+
+fn cgroup_file(pid: u32, v1_controller: &str, v1: &str, v2: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let v1_line = text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        ctrls.split(',').any(|c| c == v1_controller).then(|| path.to_string())
+    });
+    let path = match v1_line {
+        Some(p) => format!("/sys/fs/cgroup/{v1_controller}{p}/{v1}"),
+        None => format!("/sys/fs/cgroup{}/{v2}", text.lines().find_map(|l| l.strip_prefix("0::"))?),
+    };
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn cpu_ns(pid: u32) -> u64 {
+    match cgroup_file(pid, "cpuacct", "cpuacct.usage", "cpu.stat") {
+        Some(s) if s.starts_with("usage_usec") => s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1000,
+        Some(s) => s.parse().unwrap_or(0),
+        None => 0,
+    }
+}
+
+fn measure(node: &Node) -> Cost {
+    let members = node.node_ns.as_ref().unwrap().members();
+    let (sandbox, _) = members.iter().find(|(_, c)| c.starts_with("runsc-sandbox")).expect("the pod's runsc sandbox");
+    let (shim, _) = members.iter().find(|(_, c)| c.contains("containerd-shim-beta9-sandbox")).expect("the pod's shim");
+    let mem = |v1, v2| cgroup_file(*sandbox, "memory", v1, v2).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let start = (std::time::Instant::now(), cpu_ns(*sandbox));
+    std::thread::sleep(Duration::from_secs(2)); // a window of idleness to measure, not a wait
+    let used = cpu_ns(*sandbox).saturating_sub(start.1);
+    let rss = std::fs::read_to_string(format!("/proc/{shim}/status")).unwrap_or_default();
+    let rss_kb: u64 = rss.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+    Cost {
+        cgroup: mem("memory.usage_in_bytes", "memory.current"),
+        peak: mem("memory.max_usage_in_bytes", "memory.peak"),
+        idle_millicores: used * 1000 / start.0.elapsed().as_nanos() as u64,
+        shim_rss: rss_kb * 1024,
+    }
+}
+
+/// A RuntimeClass's podFixed overhead in deploy/runtimeclasses.yaml: (memory bytes, millicores).
+fn declared_overhead(handler: &str) -> (u64, u64) {
+    let text = std::fs::read_to_string(repo().join("deploy/runtimeclasses.yaml")).unwrap();
+    let doc = text.split("\n---").find(|d| d.lines().any(|l| l.trim() == format!("handler: {handler}"))).expect("a RuntimeClass for the handler");
+    let value = |key: &str| doc.lines().find_map(|l| l.trim().strip_prefix(key)).map(|v| v.trim().trim_matches('"').to_string()).expect(key);
+    let memory = value("memory:").strip_suffix("Mi").expect("memory in Mi").parse::<u64>().unwrap() << 20;
+    let cpu = value("cpu:").strip_suffix('m').expect("cpu in millicores").parse::<u64>().unwrap();
+    (memory, cpu)
+}
+
+/// A pod of `handler` running one container until its log says `expect`; measured while it runs.
+fn run_pod(node: &Node, handler: &str, name: &str, image: &str, command: &[&str], docker: bool, expect: &str) -> Cost {
     let pod = pod_config(&node.dir, name, docker);
     let r = node.crictl(&["runp", "--runtime", handler, pod.to_str().unwrap()]);
     assert_eq!(r.code, 0, "crictl runp --runtime {handler}: {}{}\n{}", r.stdout, r.stderr, node.log_tail());
@@ -351,12 +411,18 @@ fn run_pod(node: &Node, handler: &str, name: &str, image: &str, command: &[&str]
         if !eventually(Duration::from_secs(90), || std::fs::read_to_string(&log).is_ok_and(|l| l.contains(expect))) {
             return Err(format!("{} never said {expect:?}: {:?}", log.display(), std::fs::read_to_string(&log)));
         }
-        Ok(())
+        Ok(measure(node))
     })();
     let stop = node.crictl(&["stopp", &pod_id]);
     let rm = node.crictl(&["rmp", &pod_id]);
-    outcome.unwrap_or_else(|e| panic!("a pod of {handler} on containerd {}: {e}\n{}", node.version, node.log_tail()));
+    let cost = outcome.unwrap_or_else(|e| panic!("a pod of {handler} on containerd {}: {e}\n{}", node.version, node.log_tail()));
     assert_eq!((stop.code, rm.code), (0, 0), "stopp/rmp: {}{}", stop.stderr, rm.stderr);
+    // The RuntimeClass's overhead covers what the sandbox and its shim cost beyond the workload.
+    let (memory, cpu) = declared_overhead(handler);
+    eprintln!("   {handler} pod on containerd {}: {cost:?} (RuntimeClass overhead: {} MiB, {cpu}m)", node.version, memory >> 20);
+    assert!(cost.peak.max(cost.cgroup) + cost.shim_rss <= memory, "{handler}: {cost:?} is more than the RuntimeClass's {} MiB", memory >> 20);
+    assert!(cost.idle_millicores <= cpu, "{handler}: idle {}m is more than the RuntimeClass's {cpu}m", cost.idle_millicores);
+    cost
 }
 
 fn exercise(version: &'static str, fixture: Fixture) {
@@ -404,7 +470,8 @@ fn exercise(version: &'static str, fixture: Fixture) {
     assert_eq!((r.code, r.stdout.as_str()), (0, "installed\n"), "ctr run --runtime io.beta9.sandbox: {}\n{}", r.stderr, node.log_tail());
 
     // CRI, as the kubelet would with RuntimeClass beta9.
-    run_pod(&node, "beta9", "plain", BUSYBOX, &["echo", "from a beta9 pod"], false, "from a beta9 pod");
+    let script = "echo from a beta9 pod; sleep 600";
+    run_pod(&node, "beta9", "plain", BUSYBOX, &["sh", "-c", script], false, "from a beta9 pod");
     // Docker: refused through beta9 by its policy, allowed through beta9-docker.
     let pod = pod_config(&node.dir, "nodocker", true);
     let r = node.crictl(&["runp", "--runtime", "beta9", pod.to_str().unwrap()]);
