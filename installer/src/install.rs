@@ -276,6 +276,9 @@ impl Installer<'_> {
         .map_err(anyhow::Error::msg)?;
 
         let fresh = rec.installer.is_empty();
+        if let Some(d) = &defaults {
+            rec.default_runtime.get_or_insert_with(|| schema::default_runtime_name(&main, d));
+        }
         rec.installer = env!("CARGO_PKG_VERSION").into();
         rec.containerd = version.to_string();
         rec.restrict_oom = restrict;
@@ -515,7 +518,7 @@ impl Installer<'_> {
                     )),
                     Kind::Containerd => {
                         let (_, mut doc) = read_doc(self.host, &c.path)?;
-                        let mut edited = schema::remove(&mut doc, rec.restrict_oom);
+                        let mut edited = schema::remove(&mut doc, rec.restrict_oom, rec.default_runtime.as_deref());
                         edited |= schema::remove_import(&mut doc, DROP_IN);
                         if edited {
                             record::write_atomic(

@@ -48,6 +48,9 @@ pub struct Record {
     pub containerd: String,
     /// CRI's restrict_oom_score_adj was set by us (this host's root may not lower OOM scores).
     pub restrict_oom: bool,
+    /// The default runtime install wrote into a 1.x config that had no runtimes of its own.
+    #[serde(default)]
+    pub default_runtime: Option<String>,
     pub files: Vec<Change>,
     pub dirs: Vec<String>,
     pub binaries: Vec<String>,
@@ -159,6 +162,7 @@ mod tests {
             installer: "0.1.0".into(),
             containerd: "1.6".into(),
             restrict_oom: true,
+            default_runtime: Some("runc".into()),
             files: vec![Change {
                 path: "/etc/containerd/config.toml".into(),
                 kind: Kind::Containerd,

@@ -195,6 +195,14 @@ pub fn lacks_runtimes(doc: &DocumentMut) -> bool {
     get_table(doc.as_table(), &runtimes_path(schema_of(doc))).is_none_or(|t| t.is_empty())
 }
 
+/// The runtime CRI runs by default: the config's default_runtime_name, else containerd's.
+pub fn default_runtime_name(doc: &DocumentMut, defaults: &DocumentMut) -> String {
+    let named = |d: &DocumentMut, plugin: &str| {
+        get_table(d.as_table(), &["plugins", plugin, "containerd"]).and_then(|c| c.get("default_runtime_name")).and_then(Item::as_str).map(str::to_string)
+    };
+    named(doc, cri_runtime_plugin(schema_of(doc))).or_else(|| named(defaults, cri_runtime_plugin(2))).unwrap_or_else(|| "runc".into())
+}
+
 /// Copies the default runtime's table from `containerd config default` (schema 2) into a 1.x
 /// config that has no runtimes, so its effective runtimes stay what they were. Returns its name.
 pub fn keep_default_runtime(doc: &mut DocumentMut, defaults: &DocumentMut) -> Result<Option<String>, String> {
@@ -202,10 +210,7 @@ pub fn keep_default_runtime(doc: &mut DocumentMut, defaults: &DocumentMut) -> Re
         return Ok(None);
     }
     let schema = schema_of(doc);
-    let named = |d: &DocumentMut, plugin: &str| {
-        get_table(d.as_table(), &["plugins", plugin, "containerd"]).and_then(|c| c.get("default_runtime_name")).and_then(Item::as_str).map(str::to_string)
-    };
-    let name = named(doc, cri_runtime_plugin(schema)).or_else(|| named(defaults, cri_runtime_plugin(2))).unwrap_or_else(|| "runc".into());
+    let name = default_runtime_name(doc, defaults);
     let Some(default) = get_table(defaults.as_table(), &runtimes_path(2)).and_then(|r| r.get(&name)).and_then(Item::as_table) else {
         return Err(format!("containerd's defaults have no runtime {name:?} to keep"));
     };
@@ -264,8 +269,9 @@ pub fn add_in_place(
 }
 
 /// Takes our handlers out of a config again (the way back when the operator changed the file
-/// since the install, so its original can no longer be put back whole).
-pub fn remove(doc: &mut DocumentMut, restrict_oom: bool) -> bool {
+/// since the install, so its original can no longer be put back whole), with the default
+/// runtime install wrote out (`keep_default_runtime`), if it did.
+pub fn remove(doc: &mut DocumentMut, restrict_oom: bool, default_runtime: Option<&str>) -> bool {
     let schema = schema_of(doc);
     let before = doc.to_string();
     let mut t = doc.as_table_mut();
@@ -279,6 +285,9 @@ pub fn remove(doc: &mut DocumentMut, restrict_oom: bool) -> bool {
         if t.get(h.name).is_some_and(|i| is_ours(i, h)) {
             t.remove(h.name);
         }
+    }
+    if let Some(name) = default_runtime {
+        t.remove(name);
     }
     if restrict_oom {
         if let Some(cri) = doc
@@ -489,7 +498,7 @@ mod tests {
         assert!(!add_in_place(&mut again, false, false).unwrap());
         assert_eq!(again.to_string(), out);
         // And out again gives the original back.
-        assert!(remove(&mut again, false));
+        assert!(remove(&mut again, false, None));
         assert_eq!(again.to_string().trim_end(), DEBIAN.trim_end());
     }
 
@@ -508,6 +517,8 @@ mod tests {
         assert!(rt.get("beta9").is_some());
         assert!(!lacks_runtimes(&doc));
         assert_eq!(keep_default_runtime(&mut doc, &defaults).unwrap(), None, "a config with runtimes keeps its own");
+        assert!(remove(&mut doc, false, Some("runc")));
+        assert_eq!(doc.to_string().trim_end(), DEBIAN.trim_end());
     }
 
     #[test]
@@ -547,7 +558,7 @@ mod tests {
             t["plugins"]["io.containerd.grpc.v1.cri"]["restrict_oom_score_adj"].as_bool(),
             Some(true)
         );
-        assert!(remove(&mut doc, true));
+        assert!(remove(&mut doc, true, None));
         assert_eq!(doc.to_string().trim_end(), DEBIAN.trim_end());
         let mut off: DocumentMut = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  restrict_oom_score_adj = false\n".parse().unwrap();
         add_in_place(&mut off, false, true).unwrap();

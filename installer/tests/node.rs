@@ -514,6 +514,25 @@ fn exercise(version: &'static str, fixture: Fixture) {
         Fixture::Distro => assert_eq!(std::fs::read_to_string(&main).unwrap(), distro_config(version)),
         Fixture::Operator => assert_eq!(std::fs::read_to_string(&main).unwrap(), operator_config(version).0),
     }
+    if fixture != Fixture::None {
+        // An operator who edits config.toml after install keeps the edit: uninstall then takes
+        // out only what install added, and keeps the original aside.
+        let again = node.installer(&["install"]);
+        assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+        let before_edit = std::fs::read_to_string(&main).unwrap();
+        let note = "\n# the operator's note, written after install\n";
+        std::fs::write(&main, before_edit + note).unwrap();
+        let u = node.installer(&["uninstall"]);
+        assert_eq!(u.code, 0, "{}{}", u.stdout, u.stderr);
+        assert!(u.stdout.contains("changed since install: took out only the runtime"), "{}", u.stdout);
+        let expected = match fixture {
+            Fixture::Operator => operator_config(version).0,
+            _ => distro_config(version),
+        };
+        assert_eq!(std::fs::read_to_string(&main).unwrap(), expected + note, "uninstall after an operator's edit");
+        assert!(node.root.join("var/lib/beta9-sandbox/original/etc/containerd/config.toml").is_file());
+        std::fs::remove_dir_all(node.root.join("var/lib/beta9-sandbox")).unwrap();
+    }
     node.stop_containerd();
     assert_eq!(node.dump(), dump_before, "containerd's config after uninstall");
     let left: Vec<_> = node.ns().members().into_iter().chain(node.node_ns.as_ref().unwrap().members()).collect();
