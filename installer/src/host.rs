@@ -171,8 +171,18 @@ pub struct Sandbox {
 
 pub const SHIM: &str = "containerd-shim-beta9-sandbox";
 
-/// The shims of ours that serve this node's containerd: the socket they were told to call back
-/// is this node's containerd socket (or, with that socket gone, they live in this node's root).
+/// Whether a shim serves this node's containerd: the socket it calls back is this node's
+/// containerd socket; where its socket cannot be found (its containerd stopped), it was given
+/// the same socket path and lives in this node's root.
+pub fn serves_node(theirs: Option<(u64, u64)>, ours: Option<(u64, u64)>, same_address: bool, same_root: bool) -> bool {
+    match (theirs, ours) {
+        (Some(t), Some(o)) => t == o,
+        (Some(_), None) => false,
+        (None, _) => same_address && same_root,
+    }
+}
+
+/// The shims of ours that serve this node's containerd.
 pub fn sandboxes(host: &Host, address: &str) -> Vec<Sandbox> {
     let socket = identity(&host.path(address));
     let root = identity(&host.root);
@@ -180,19 +190,10 @@ pub fn sandboxes(host: &Host, address: &str) -> Vec<Sandbox> {
         .into_iter()
         .filter(|p| p.program() == SHIM && !p.args.iter().any(|a| a == "start" || a == "delete"))
         .filter(|p| {
-            let Some(addr) = p.flag("-address") else {
-                return false;
-            };
-            match (identity(&p.sees(addr)), socket) {
-                (Some(theirs), Some(ours)) => theirs == ours,
-                _ => identity(&p.sees("/")) == root,
-            }
+            let Some(addr) = p.flag("-address") else { return false };
+            serves_node(identity(&p.sees(addr)), socket, addr == address, identity(&p.sees("/")) == root)
         })
-        .map(|p| Sandbox {
-            pid: p.pid,
-            namespace: p.flag("-namespace").unwrap_or("default").into(),
-            id: p.flag("-id").unwrap_or("?").into(),
-        })
+        .map(|p| Sandbox { pid: p.pid, namespace: p.flag("-namespace").unwrap_or("default").into(), id: p.flag("-id").unwrap_or("?").into() })
         .collect()
 }
 
@@ -264,6 +265,16 @@ mod tests {
             p.sees("/run/c.sock"),
             PathBuf::from("/proc/1/root/run/c.sock")
         );
+    }
+
+    #[test]
+    fn a_shim_is_ours_only_if_it_calls_this_nodes_containerd() {
+        let (a, b) = (Some((1, 2)), Some((1, 3)));
+        assert!(serves_node(a, a, false, false), "the same socket, whatever path or root");
+        assert!(!serves_node(a, b, true, true), "another containerd's socket");
+        assert!(!serves_node(a, None, true, true), "its containerd runs, ours does not: another's");
+        assert!(serves_node(None, None, true, true), "both stopped: same path in the same root");
+        assert!(!serves_node(None, None, false, true) && !serves_node(None, a, true, false));
     }
 
     #[test]
