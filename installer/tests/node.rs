@@ -44,6 +44,8 @@ struct Node {
     /// The node's own view, rooted at its root: where containerd and its clients run.
     node_ns: Option<Namespace>,
     containerd: Option<Daemon>,
+    /// Every container and pod id the test made: none may leave a cgroup behind.
+    ids: std::cell::RefCell<Vec<String>>,
 }
 
 fn containerd_bin(version: &str) -> PathBuf {
@@ -163,7 +165,7 @@ impl Node {
         );
         let ns = Namespace::new(&setup);
         let node_ns = ns.rooted_at(&root, "");
-        Node { version, dir, root, local, ns: Some(ns), node_ns: Some(node_ns), containerd: None }
+        Node { version, dir, root, local, ns: Some(ns), node_ns: Some(node_ns), containerd: None, ids: Default::default() }
     }
 
     fn ns(&self) -> &Namespace {
@@ -263,12 +265,15 @@ impl Drop for Node {
         self.node_ns.take();
         self.ns.take();
         delete_bridge();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("the node's files are kept for a look: {}", self.dir.display());
-            let _ = std::fs::remove_dir_all(self.root.join("var/lib/containerd"));
+        // What a killed shim could not remove: its sandboxes' cgroups, deepest first.
+        for id in self.ids.borrow().iter() {
+            let mut dirs = beta9_e2e::cgroups::named(id);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in dirs {
+                let _ = std::fs::remove_dir(d);
+            }
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -395,6 +400,7 @@ fn run_pod(node: &Node, handler: &str, name: &str, image: &str, command: &[&str]
     let r = node.crictl(&["runp", "--runtime", handler, pod.to_str().unwrap()]);
     assert_eq!(r.code, 0, "crictl runp --runtime {handler}: {}{}\n{}", r.stdout, r.stderr, node.log_tail());
     let pod_id = r.stdout.trim().to_string();
+    node.ids.borrow_mut().push(pod_id.clone());
     let ctr = container_config(&node.dir, name, image, command, docker);
     let c = node.crictl(&["create", "--no-pull", &pod_id, ctr.to_str().unwrap(), pod.to_str().unwrap()]);
     let outcome = (|| {
@@ -402,6 +408,7 @@ fn run_pod(node: &Node, handler: &str, name: &str, image: &str, command: &[&str]
             return Err(format!("crictl create: {}", c.stderr));
         }
         let cid = c.stdout.trim();
+        node.ids.borrow_mut().push(cid.to_string());
         let s = node.crictl(&["start", cid]);
         if s.code != 0 {
             return Err(format!("crictl start: {}", s.stderr));
@@ -466,6 +473,7 @@ fn exercise(version: &'static str, fixture: Fixture) {
 
     // ctr, as an admin (and Docker Engine) would use it.
     let id = beta9_e2e::unique_id("inst");
+    node.ids.borrow_mut().push(id.clone());
     let r = node.ctr(&["run", "--rm", "--runtime", "io.beta9.sandbox", BUSYBOX, &id, "echo", "installed"]);
     assert_eq!((r.code, r.stdout.as_str()), (0, "installed\n"), "ctr run --runtime io.beta9.sandbox: {}\n{}", r.stderr, node.log_tail());
 
@@ -489,6 +497,7 @@ fn exercise(version: &'static str, fixture: Fixture) {
 
     // Uninstall refuses while a sandbox of ours runs, naming it.
     let id = beta9_e2e::unique_id("busy");
+    node.ids.borrow_mut().push(id.clone());
     let r = node.ctr(&["run", "-d", "--runtime", "io.beta9.sandbox", BUSYBOX, &id, "sleep", "600"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let refused = node.installer(&["uninstall"]);
@@ -537,6 +546,9 @@ fn exercise(version: &'static str, fixture: Fixture) {
     assert_eq!(node.dump(), dump_before, "containerd's config after uninstall");
     let left: Vec<_> = node.ns().members().into_iter().chain(node.node_ns.as_ref().unwrap().members()).collect();
     assert!(left.is_empty(), "processes left in the node: {left:?}");
+    let ids = node.ids.borrow().clone();
+    let no_cgroups = eventually(Duration::from_secs(10), || ids.iter().all(|id| beta9_e2e::cgroups::named(id).is_empty()));
+    assert!(no_cgroups, "cgroups left: {:?}", ids.iter().flat_map(|id| beta9_e2e::cgroups::named(id)).collect::<Vec<_>>());
 }
 
 fn all_fixtures(version: &'static str) {

@@ -21,6 +21,8 @@ struct Host {
     /// The overlay as the root of a namespace of its own, where every command runs.
     root_ns: Option<Namespace>,
     containerd: Option<Daemon>,
+    /// The containers it ran: none may leave a cgroup behind.
+    ids: Vec<String>,
 }
 
 impl Host {
@@ -39,7 +41,7 @@ impl Host {
         );
         let ns = Namespace::new(&setup);
         let root_ns = ns.rooted_at(&dir.join("merged"), "");
-        Host { dir, ns: Some(ns), root_ns: Some(root_ns), containerd: None }
+        Host { dir, ns: Some(ns), root_ns: Some(root_ns), containerd: None, ids: Vec::new() }
     }
 
     fn inside(&self, program: &str) -> Command {
@@ -75,6 +77,13 @@ impl Drop for Host {
         }
         self.root_ns.take();
         self.ns.take();
+        for id in &self.ids {
+            let mut dirs = beta9_e2e::cgroups::named(id);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in dirs {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -128,7 +137,9 @@ fn apt_install_then_install_uninstall_and_apt_purge() {
     let images = cache().join("images/beta9_busybox.tar");
     assert!(images.is_file(), "{} is missing: hack/build-images.sh builds it", images.display());
     ok(host.inside("ctr").args(["images", "import", "--base-name", "docker.io/beta9/busybox", images.to_str().unwrap()]));
-    let r = host.run("ctr", &["run", "--rm", "--runtime", "io.beta9.sandbox", "docker.io/beta9/busybox:latest", "apt-test", "echo", "from the package"]);
+    let (run_id, busy_id) = (beta9_e2e::unique_id("apt-run"), beta9_e2e::unique_id("apt-busy"));
+    host.ids = vec![run_id.clone(), busy_id.clone()];
+    let r = host.run("ctr", &["run", "--rm", "--runtime", "io.beta9.sandbox", "docker.io/beta9/busybox:latest", &run_id, "echo", "from the package"]);
     assert_eq!((r.code, r.stdout.as_str()), (0, "from the package\n"), "{}", r.stderr);
 
     // apt remove refuses while the runtime is registered, naming the command to run.
@@ -143,12 +154,12 @@ fn apt_install_then_install_uninstall_and_apt_purge() {
     assert_eq!(std::fs::read_to_string("/etc/containerd/config.toml").unwrap(), host.sh("cat /etc/containerd/config.toml"), "config.toml back byte for byte");
 
     // ... and while a sandbox of ours runs (the shim is still on PATH without registration).
-    ok(host.inside("ctr").args(["run", "-d", "--runtime", "io.beta9.sandbox", "docker.io/beta9/busybox:latest", "apt-busy", "sleep", "600"]));
+    ok(host.inside("ctr").args(["run", "-d", "--runtime", "io.beta9.sandbox", "docker.io/beta9/busybox:latest", &busy_id, "sleep", "600"]));
     let r = host.run("apt-get", &["remove", "-y", "beta9-sandbox"]);
     assert_ne!(r.code, 0, "apt remove should refuse while a sandbox runs: {}", r.stdout);
-    assert!(format!("{}{}", r.stdout, r.stderr).contains("default/apt-busy"), "{}{}", r.stdout, r.stderr);
-    ok(host.inside("ctr").args(["task", "rm", "-f", "apt-busy"]));
-    ok(host.inside("ctr").args(["containers", "rm", "apt-busy"]));
+    assert!(format!("{}{}", r.stdout, r.stderr).contains(&format!("default/{busy_id}")), "{}{}", r.stdout, r.stderr);
+    ok(host.inside("ctr").args(["task", "rm", "-f", &busy_id]));
+    ok(host.inside("ctr").args(["containers", "rm", &busy_id]));
     let gone = eventually(Duration::from_secs(20), || host.run("beta9-sandbox-install", &["status"]).code == 0);
     assert!(gone, "the sandbox's shim did not go: {}", host.run("beta9-sandbox-install", &["status"]).stdout);
 
@@ -161,6 +172,8 @@ fn apt_install_then_install_uninstall_and_apt_purge() {
     assert_same(&before, &host.sh(STATE), "after apt purge the overlay's dpkg state and /etc/containerd are the host's again");
     let left: Vec<_> = host.ns.as_ref().unwrap().members().into_iter().chain(host.root_ns.as_ref().unwrap().members()).collect();
     assert!(left.is_empty(), "processes left: {left:?}");
+    let ids = host.ids.clone();
+    assert!(eventually(Duration::from_secs(10), || ids.iter().all(|id| beta9_e2e::cgroups::named(id).is_empty())), "cgroups left");
     drop(host);
     assert_same(&before, &host_state(), "the host's own dpkg state and /etc/containerd were never touched");
 }
