@@ -212,6 +212,24 @@ impl Installer<'_> {
         Ok(())
     }
 
+    /// The files the main config imports (globs, relative to its directory), as the node has them.
+    fn imported(&self, main: &DocumentMut) -> Result<Vec<(String, DocumentMut)>> {
+        let mut out = Vec::new();
+        for pattern in schema::imports(main) {
+            let full = if pattern.starts_with('/') { pattern.clone() } else { format!("/etc/containerd/{pattern}") };
+            let root = self.host.root.display().to_string();
+            let on_node = self.host.path(&full).display().to_string();
+            let Ok(paths) = glob::glob(&on_node) else { continue };
+            for p in paths.flatten() {
+                let node_path = p.display().to_string();
+                let node_path = node_path.strip_prefix(root.trim_end_matches('/')).unwrap_or(&node_path).to_string();
+                let (_, doc) = read_doc(self.host, &node_path)?;
+                out.push((node_path, doc));
+            }
+        }
+        Ok(out)
+    }
+
     /// Where the shim and agent come from, and whether they must be copied onto the node.
     fn binaries(&self) -> Result<(PathBuf, bool)> {
         let from = match &self.opts.from {
@@ -258,6 +276,11 @@ impl Installer<'_> {
         }
         let (_, main) = read_doc(self.host, MAIN_CONFIG)?;
         let main_exists = self.host.path(MAIN_CONFIG).exists();
+        if !version.merges_drop_ins() {
+            if let Some(file) = schema::cri_overridden_by(&self.imported(&main)?) {
+                bail!("nothing was installed: {file}, imported by {MAIN_CONFIG}, sets CRI's plugin section, which replaces config.toml's whole on containerd {version}: move that section into {MAIN_CONFIG} (or register the runtime in {file} by hand)");
+            }
+        }
         let restrict =
             rec.restrict_oom || (!host::can_lower_oom_score() && !schema::sets_restrict_oom(&main));
         let defaults = if !version.merges_drop_ins() && schema::lacks_runtimes(&main) {

@@ -385,6 +385,17 @@ pub fn remove_import(doc: &mut DocumentMut, path: &str) -> bool {
     changed
 }
 
+/// Whether a config sets CRI's plugin table (in its own schema).
+pub fn sets_cri(doc: &DocumentMut) -> bool {
+    doc.get("plugins").and_then(|p| p.get(cri_runtime_plugin(schema_of(doc)))).is_some()
+}
+
+/// On 1.x an imported file's CRI section replaces the main config's whole: a registration in
+/// config.toml would then be silently lost. The first such import, if any.
+pub fn cri_overridden_by<'a>(imported: &'a [(String, DocumentMut)]) -> Option<&'a str> {
+    imported.iter().find(|(_, d)| sets_cri(d)).map(|(p, _)| p.as_str())
+}
+
 /// containerd's gRPC socket as the config sets it.
 pub fn address(doc: &DocumentMut) -> String {
     doc.get("grpc")
@@ -633,6 +644,16 @@ mod tests {
         let mut doc: DocumentMut = covered.parse().unwrap();
         assert!(!ensure_import(&mut doc, "/etc/containerd", DROP_IN).unwrap());
         assert_eq!(parsed(&new_main_v3())["imports"][0].as_str(), Some(DROP_IN));
+    }
+
+    #[test]
+    fn an_import_that_sets_cri_is_found() {
+        let debug: DocumentMut = "version = 2\n[debug]\nlevel = \"info\"\n".parse().unwrap();
+        let cri: DocumentMut = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\nconf_dir = \"/x\"\n".parse().unwrap();
+        let v1: DocumentMut = "[plugins.cri]\nsandbox_image = \"x\"\n".parse().unwrap();
+        assert_eq!(cri_overridden_by(&[("/a.toml".into(), debug.clone())]), None);
+        assert_eq!(cri_overridden_by(&[("/a.toml".into(), debug), ("/b.toml".into(), cri)]), Some("/b.toml"));
+        assert_eq!(cri_overridden_by(&[("/c.toml".into(), v1)]), Some("/c.toml"));
     }
 
     #[test]

@@ -438,6 +438,17 @@ fn exercise(version: &'static str, fixture: Fixture) {
     let original = node.files();
     let dump_before = node.dump();
 
+    if fixture == Fixture::Operator && version != "2.1" {
+        // On 1.x an imported CRI section would replace config.toml's, and with it the runtime.
+        let import = node.root.join("etc/containerd/operator.d/20-cri.toml");
+        write(&import, "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  max_concurrent_downloads = 2\n");
+        let r = node.installer(&["install"]);
+        assert_ne!(r.code, 0, "install should refuse: {}", r.stdout);
+        assert!(r.stderr.contains("/etc/containerd/operator.d/20-cri.toml, imported by /etc/containerd/config.toml, sets CRI's plugin section"), "{}", r.stderr);
+        std::fs::remove_file(import).unwrap();
+        assert_trees_equal(&original, &node.files(), "a refused install changed files");
+    }
+
     // The operator's containerd runs; install says to restart it (no systemd runs here).
     node.start_containerd();
     let check = node.installer(&["check"]);
