@@ -70,6 +70,23 @@ impl Host {
         }
     }
 
+    /// systemctl for the node's systemd. From a root mounted elsewhere (a DaemonSet's /host),
+    /// through PID 1's mount namespace (hostPID): systemctl in a chroot ignores its requests.
+    pub fn systemctl(&self, args: &[&str]) -> Result<Command, String> {
+        if self.is_root() {
+            let mut c = Command::new("systemctl");
+            c.args(args);
+            return Ok(c);
+        }
+        let init_root = identity(Path::new("/proc/1/root"));
+        if init_root.is_none() || init_root != identity(&self.root) {
+            return Err(format!("PID 1 is not the init of the node at {}: run with the host's PID namespace (hostPID), or restart containerd yourself", self.root.display()));
+        }
+        let mut c = Command::new("nsenter");
+        c.args(["--target", "1", "--mount", "--", "systemctl"]).args(args);
+        Ok(c)
+    }
+
     /// systemd runs the node (its runtime directory exists, as `sd_booted` checks).
     pub fn systemd(&self) -> bool {
         self.path("/run/systemd/system").is_dir()
@@ -240,6 +257,11 @@ mod tests {
         let c = h.command("runsc");
         assert_eq!(c.get_program(), "chroot");
         assert_eq!(c.get_args().collect::<Vec<_>>(), vec!["/host", "runsc"]);
+        // This test's PID 1 is not the init of a node at /host.
+        assert!(h.systemctl(&["restart", "containerd"]).unwrap_err().contains("hostPID"));
+        let c = Host::new("/").systemctl(&["restart", "containerd"]).unwrap();
+        assert_eq!(c.get_program(), "systemctl");
+        assert_eq!(c.get_args().collect::<Vec<_>>(), vec!["restart", "containerd"]);
     }
 
     #[test]

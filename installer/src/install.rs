@@ -429,21 +429,15 @@ impl Installer<'_> {
             return Ok(());
         }
         if self.host.systemd() {
-            let active = self
-                .host
-                .command("systemctl")
-                .args(["is-active", "--quiet", "containerd"])
-                .status()
-                .is_ok_and(|s| s.success());
+            let active = self.host.systemctl(&["is-active", "--quiet", "containerd"]).map_err(anyhow::Error::msg)?.status().is_ok_and(|s| s.success());
             if !active {
-                self.tell(
-                    "containerd.service is not running: it loads the runtime when it starts".into(),
-                );
+                self.tell("containerd.service is not running: it loads the runtime when it starts".into());
                 return Ok(());
             }
-            self.host
-                .output("systemctl", &["restart", "containerd"])
-                .map_err(|e| anyhow::anyhow!("restarting containerd failed: {e}"))?;
+            let out = self.host.systemctl(&["restart", "containerd"]).map_err(anyhow::Error::msg)?.output().context("cannot run systemctl")?;
+            if !out.status.success() {
+                bail!("restarting containerd failed: systemctl restart containerd: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
             self.tell("restarted containerd.service".into());
             return Ok(());
         }
