@@ -39,7 +39,7 @@ umoci config --image "$work/layout:$version" --config.entrypoint /opt/beta9-sand
 mkdir -p target/daemonset
 tar -C "$work/layout" -cf target/daemonset/beta9-sandbox-installer.tar.new . && mv target/daemonset/beta9-sandbox-installer.tar.new target/daemonset/beta9-sandbox-installer.tar
 # What the DaemonSet will run, run from the image's own root filesystem.
-rm -rf "$work/check" && umoci unpack --rootless --image "$work/layout:$version" "$work/check" >/dev/null
+rm -rf "$work/check" && umoci --log error unpack --rootless --image "$work/layout:$version" "$work/check" >/dev/null
 r=$work/check/rootfs
 chroot "$r" /opt/beta9-sandbox/bin/beta9-sandbox-install --version
 chroot "$r" curl --version | head -n1
