@@ -392,7 +392,7 @@ pub fn sets_cri(doc: &DocumentMut) -> bool {
 
 /// On 1.x an imported file's CRI section replaces the main config's whole: a registration in
 /// config.toml would then be silently lost. The first such import, if any.
-pub fn cri_overridden_by<'a>(imported: &'a [(String, DocumentMut)]) -> Option<&'a str> {
+pub fn cri_overridden_by(imported: &[(String, DocumentMut)]) -> Option<&str> {
     imported.iter().find(|(_, d)| sets_cri(d)).map(|(p, _)| p.as_str())
 }
 
