@@ -79,10 +79,11 @@ from_suite trixie docker-engine docker.io docker-cli
 
 # The node installer's package and manifests (hack/package.sh, hack/check-deploy.sh): lintian
 # and python3-venv from Debian, cargo-deb from crates.io, kubernetes-validate from PyPI in a
-# virtualenv of the cache (the system's Python is left alone).
-if ! dpkg -s lintian python3-venv >/dev/null 2>&1; then
+# virtualenv of the cache (the system's Python is left alone); openssl for the test API server's
+# certificate (installer/tests/node.rs).
+if ! dpkg -s lintian python3-venv openssl >/dev/null 2>&1; then
     [ -e /var/lib/beta9-apt-updated ] || { apt-get update -qq && touch /var/lib/beta9-apt-updated; }
-    apt-get install -y -qq --no-install-recommends lintian python3-venv
+    apt-get install -y -qq --no-install-recommends lintian python3-venv openssl
 fi
 command -v cargo-deb >/dev/null || cargo install --locked --version 3.8.0 cargo-deb
 if [ ! -x "$BETA9_CACHE/kubernetes-validate/bin/kubernetes-validate" ]; then

@@ -583,3 +583,85 @@ fn containerd_1_7() {
 fn containerd_2_1() {
     all_fixtures("2.1");
 }
+
+/// A stand-in for the API server on loopback (TLS, as the real one): answers every PATCH with
+/// 200 and writes each request, one line each, to `log`. Returns it and its port.
+fn fake_api_server(dir: &Path, log: &Path) -> (Daemon, u16) {
+    let (cert, key) = (dir.join("api.crt"), dir.join("api.key"));
+    ok(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"]).arg(&key).arg("-out").arg(&cert));
+    let script = r#"
+import http.server, ssl, sys
+log = open(sys.argv[1], "a", buffering=1)
+class Api(http.server.BaseHTTPRequestHandler):
+    def do_PATCH(self):
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        log.write(" ".join([self.command, self.path, self.headers["Authorization"], self.headers["Content-Type"], body]) + "\n")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Api)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[2], sys.argv[3])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg("-c").arg(script).arg(log).arg(&cert).arg(&key).stdout(std::process::Stdio::piped());
+    let mut d = Daemon::spawn(&mut c);
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(d.0.as_mut().unwrap().stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().parse().unwrap_or_else(|_| panic!("the fake API server did not start: {line:?}"));
+    (d, port)
+}
+
+/// The DaemonSet's container (deploy/image/daemonset-entrypoint, with the node at --root as in
+/// the pod): it installs, labels the node through the API server, and on SIGTERM takes the
+/// label off, then uninstalls, giving the node's files back.
+#[test]
+fn daemonset_entrypoint_installs_labels_and_on_termination_unlabels_and_uninstalls() {
+    let _one = lock();
+    let node = Node::new("1.6", Fixture::Distro);
+    let original = node.files();
+    let api_log = node.dir.join("api.log");
+    let (_api, port) = fake_api_server(&node.dir, &api_log);
+    let sa = node.dir.join("serviceaccount");
+    std::fs::create_dir_all(&sa).unwrap();
+    std::fs::copy(node.dir.join("api.crt"), sa.join("ca.crt")).unwrap();
+    write(&sa.join("token"), "a-token");
+    let out = std::fs::File::create(node.dir.join("entrypoint.log")).unwrap();
+    let mut c = node.ns().command("sh");
+    c.arg(repo().join("deploy/image/daemonset-entrypoint"))
+        .env("BETA9_HOST", &node.root)
+        .env("BETA9_BIN", release_dir())
+        .env("BETA9_SERVICEACCOUNT", &sa)
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", port.to_string())
+        .env("NODE_NAME", "node-1")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    let mut pod = Daemon::spawn(&mut c);
+    let said = || std::fs::read_to_string(node.dir.join("entrypoint.log")).unwrap_or_default();
+    let api = || std::fs::read_to_string(&api_log).unwrap_or_default();
+    let label = "PATCH /api/v1/nodes/node-1 Bearer a-token application/merge-patch+json {\"metadata\":{\"labels\":{\"beta9.io/sandbox-runtime\":";
+    assert!(eventually(Duration::from_secs(60), || api().contains(&format!("{label}\"true\"}}}}}}"))), "no label: {}\n{}", api(), said());
+    assert!(said().contains("registered runtime io.beta9.sandbox for containerd 1.6") && said().contains("labelled beta9.io/sandbox-runtime=true"), "{}", said());
+    assert!(node.root.join("var/lib/beta9-sandbox/record.json").is_file());
+
+    // The DaemonSet deleted: the kubelet sends SIGTERM.
+    let mut child = pod.0.take().unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut status = None;
+    assert!(eventually(Duration::from_secs(60), || { status = child.try_wait().unwrap(); status.is_some() }), "the entrypoint did not end: {}", said());
+    assert_eq!(status.unwrap().code(), Some(0), "{}", said());
+    let calls: Vec<String> = api().lines().map(str::to_string).collect();
+    assert_eq!(calls, vec![format!("{label}\"true\"}}}}}}"), format!("{label}null}}}}}}")], "labelled, then unlabelled");
+    assert!(said().contains("unregistered runtime io.beta9.sandbox"), "{}", said());
+    assert_trees_equal(&original, &node.files(), "the DaemonSet's removal did not give the node's files back");
+    let left: Vec<_> = node.ns().members();
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
