@@ -77,5 +77,20 @@ from_suite sid containerd-2.1 containerd
 # Docker Engine as a containerd client (tests/tests/docker_engine.rs): trixie's dockerd and CLI.
 from_suite trixie docker-engine docker.io docker-cli
 
+# The node installer's package and manifests (hack/package.sh, hack/check-deploy.sh): lintian
+# and python3-venv from Debian, cargo-deb from crates.io, kubernetes-validate from PyPI in a
+# virtualenv of the cache (the system's Python is left alone); openssl for the test API server's
+# certificate (installer/tests/node.rs).
+if ! dpkg -s lintian python3-venv openssl >/dev/null 2>&1; then
+    [ -e /var/lib/beta9-apt-updated ] || { apt-get update -qq && touch /var/lib/beta9-apt-updated; }
+    apt-get install -y -qq --no-install-recommends lintian python3-venv openssl
+fi
+command -v cargo-deb >/dev/null || cargo install --locked --version 3.8.0 cargo-deb
+if [ ! -x "$BETA9_CACHE/kubernetes-validate/bin/kubernetes-validate" ]; then
+    rm -rf "$BETA9_CACHE/kubernetes-validate"
+    /usr/bin/python3 -m venv "$BETA9_CACHE/kubernetes-validate"
+    "$BETA9_CACHE/kubernetes-validate/bin/pip" install -q --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+
 # The Debian package may start a system containerd; ours is private and never touches it.
 echo "install-deps: containerd $(containerd --version | awk '{print $3}'), runsc $(runsc --version | head -n1 | awk '{print $3}')"

@@ -23,6 +23,12 @@ hack/install-deps.sh
 # binary was half of CI). The agent's own tests run the agent of that build.
 cargo build --release --workspace --bins
 cargo test --workspace --no-run
+# The node installer's artifacts: the Debian package (lintian-clean), the Kubernetes manifests
+# (validated offline) and the DaemonSet's image. installer/tests install the package and run
+# the installer against nodes of each containerd version, in the first pass below.
+hack/package.sh
+hack/check-deploy.sh
+hack/daemonset-image.sh
 log=$(mktemp)
 trap 'hack/containerd.sh stop; rm -f "$log"' EXIT
 # Runs a command with its output through a file that is shown as it grows: a stray process that
