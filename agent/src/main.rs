@@ -38,7 +38,10 @@ const USAGE: &str = "usage: beta9-sandbox-agent [--keepalive] [--docker] [--dock
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(contract::args::STATUS) {
-        return ExitCode::from(status::client(&args[1..]) as u8);
+        return ExitCode::from(status::client(&args[1..], false) as u8);
+    }
+    if args.first().map(String::as_str) == Some(contract::args::RESTORED) {
+        return ExitCode::from(status::client(&args[1..], true) as u8);
     }
     if args.first().map(String::as_str) == Some(contract::args::SECCOMP) {
         return ExitCode::from(seccomp::exec(&args[1..]) as u8);

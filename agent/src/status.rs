@@ -31,6 +31,8 @@ const MAX_CONNECTIONS: usize = 32;
 pub struct Status {
     state: Mutex<Report>,
     changed: Condvar,
+    /// The sandbox came back from a checkpoint, and its dockerd is to start again.
+    restored: std::sync::atomic::AtomicBool,
 }
 
 impl Status {
@@ -51,6 +53,7 @@ impl Status {
                 tail: Vec::new(),
             }),
             changed: Condvar::new(),
+            restored: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -81,6 +84,22 @@ impl Status {
 
     pub fn tail(&self) -> Vec<String> {
         self.lock().tail.clone()
+    }
+
+    /// Marks the sandbox restored and the daemon restarting; returns the daemon's pid, to end.
+    pub fn mark_restored(&self) -> Option<i32> {
+        self.restored.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut s = self.lock();
+        if s.phase == Phase::Ready {
+            s.phase = Phase::Restarting;
+        }
+        self.changed.notify_all();
+        s.pid
+    }
+
+    /// Whether the sandbox was restored since this was last asked.
+    pub fn take_restored(&self) -> bool {
+        self.restored.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits until the daemon is ready, failed or stopping, at most `limit`.
@@ -152,6 +171,16 @@ fn answer(conn: UnixStream, status: &Status) {
     }
     let state = match line.split_whitespace().collect::<Vec<_>>()[..] {
         ["status"] => status.get(),
+        ["restored", ms] => match ms.parse() {
+            Ok(ms) => {
+                // dockerd goes, and the supervisor starts it again on a netstack made anew.
+                if let Some(pid) = status.mark_restored() {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+                status.wait_settled(Duration::from_millis(ms))
+            }
+            Err(_) => return,
+        },
         ["wait", ms] => match ms.parse() {
             Ok(ms) => status.wait_settled(Duration::from_millis(ms)),
             Err(_) => return,
@@ -162,7 +191,9 @@ fn answer(conn: UnixStream, status: &Status) {
 }
 
 /// `agent status [--wait SECONDS]`: prints the daemon's state; exit 0 only when it is ready.
-pub fn client(args: &[String]) -> i32 {
+/// `agent restored --wait SECONDS` (`restored`): first tells PID 1 the sandbox came back from a
+/// checkpoint.
+pub fn client(args: &[String], restored: bool) -> i32 {
     let wait = match contract::args::parse_status_argv(args) {
         Ok(w) => w,
         Err(e) => {
@@ -172,6 +203,7 @@ pub fn client(args: &[String]) -> i32 {
     };
     let request = match wait {
         None => "status\n".to_string(),
+        Some(d) if restored => format!("restored {}\n", d.as_millis()),
         Some(d) => format!("wait {}\n", d.as_millis()),
     };
     match ask(&request, wait.unwrap_or_default()) {

@@ -110,6 +110,18 @@ impl AgentArgs {
 /// The status query's subcommand.
 pub const STATUS: &str = "status";
 
+/// What the shim runs in a Docker sandbox it restored from a checkpoint: the agent starts
+/// dockerd again on what gVisor does not restore (interfaces made inside the sandbox: docker0
+/// and the other bridges; the uplink's new address), then answers as `status --wait` does.
+pub const RESTORED: &str = "restored";
+
+/// `restored --wait SECONDS`: the arguments after the agent's path.
+pub fn restored_argv(wait: Duration) -> Vec<String> {
+    let mut argv = status_argv(Some(wait));
+    argv[0] = RESTORED.to_string();
+    argv
+}
+
 /// The subcommand that runs a command behind a seccomp program (`runsc exec` gives its
 /// processes none): `seccomp PROGRAM -- COMMAND...`.
 pub const SECCOMP: &str = "seccomp";

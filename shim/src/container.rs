@@ -87,7 +87,7 @@ pub struct Container {
     init_exit: Option<oneshot::Receiver<i32>>,
     /// A pod's app container's stdio, handed to `runsc start`.
     start_stdio: Option<ProcessStdio>,
-    /// How long Start waits for the container's dockerd to answer, when it waits at all.
+    /// How long Start waits for the container's dockerd to answer (zero: it does not wait), with Docker on.
     docker_wait: Option<Duration>,
     /// The spec has poststop hooks, which `runsc delete` runs.
     poststop_hooks: bool,
@@ -146,7 +146,7 @@ impl Container {
         // flags); dockerd runs in the pod's app containers.
         let docker = annotations.docker.clone().filter(|_| req.role != Role::PodSandbox);
         let docker_wait = match &docker {
-            Some(d) => Some(config.docker_wait(d)?).filter(|w| !w.is_zero()),
+            Some(d) => Some(config.docker_wait(d)?),
             None => None,
         };
 
@@ -346,9 +346,11 @@ impl Container {
 
     /// Waits for this container's dockerd to answer, when Docker is on.
     pub fn docker_ready(&self) -> Option<impl Future<Output = Result<()>> + 'static> {
-        let wait = self.docker_wait?;
+        // A restored sandbox's agent is told so even when Start does not wait for dockerd.
+        let wait = self.docker_wait.filter(|w| !w.is_zero() || self.restored)?;
         let (runsc, id) = (self.runsc.clone(), self.id.clone());
-        Some(async move { docker::wait_ready(&runsc, &id, wait).await })
+        let restored = self.restored;
+        Some(async move { docker::wait_ready(&runsc, &id, wait, restored).await })
     }
 
     pub fn view(&self, exec_id: &str) -> Result<ProcessView> {

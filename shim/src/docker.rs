@@ -53,9 +53,11 @@ pub fn store_size(asked: Option<&str>, memory_limit: Option<i64>) -> Option<Stri
 }
 
 /// Waits until the agent reports the sandbox's dockerd answering, at most `wait`.
-pub async fn wait_ready(runsc: &Runsc, id: &str, wait: Duration) -> Result<()> {
+/// `restored`: the sandbox came back from a checkpoint, and the agent first starts dockerd again
+/// on bridges made anew (gVisor restores no interface made in the sandbox).
+pub async fn wait_ready(runsc: &Runsc, id: &str, wait: Duration, restored: bool) -> Result<()> {
     let mut argv = vec![AGENT_PATH.to_string()];
-    argv.extend(args::status_argv(Some(wait)));
+    argv.extend(if restored { args::restored_argv(wait) } else { args::status_argv(Some(wait)) });
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let query = runsc.exec_output(id, &argv);
     // The agent answers by itself at `wait`; this bound only covers a sandbox that hangs.

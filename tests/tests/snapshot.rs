@@ -314,3 +314,30 @@ fn a_pod_is_not_checkpointed_and_says_why() {
     checkpoint(&pod.id).assert_refused(&["pod sandbox", "one at a time"]);
     assert_eq!(pod.state(&app), k8s_cri::v1::ContainerState::ContainerRunning, "resumed and running");
 }
+
+#[test]
+fn a_docker_sandbox_comes_back_with_its_images_and_runs_a_nested_container() {
+    let tar = nested_busybox_tar();
+    let mount = format!("type=bind,src={},dst=/images/busybox.tar,options=rbind:ro", tar.display());
+    let c = Container::new("ckdocker");
+    c.start(DEBIAN, &["--annotation", "io.beta9.sandbox.docker=true", "--mount", &mount], &["true"]);
+    let r = c.exec("import", &["docker", "import", "/images/busybox.tar", "beta9/nested"], None);
+    assert_eq!(r.code, 0, "docker import: {}", r.stderr);
+    let image = Checkpoint(format!("beta9/checkpoint:{}", c.id));
+    let r = run_cmd(ctr().args(["containers", "checkpoint", "--task", &c.id, &image.0]), None);
+    assert_eq!(r.code, 0, "ctr c checkpoint: {}{}", r.stdout, r.stderr);
+
+    let restored = Container::new("ckdockernew");
+    let r = restore(&restored, &image.0, &[]);
+    assert_eq!(r.code, 0, "ctr c restore: {}{}", r.stdout, r.stderr);
+    // Start returned with dockerd answering, started again on bridges made anew.
+    let images = restored.exec("images", &["docker", "images", "--format", "{{.Repository}}"], None);
+    assert_eq!(images.code, 0, "{}", images.stderr);
+    assert!(images.stdout.lines().any(|l| l == "beta9/nested"), "the imported image is there: {}", images.stdout);
+    let run = restored.exec("run", &["docker", "run", "--rm", "beta9/nested", "echo", "nested after restore"], None);
+    assert_eq!((run.code, run.stdout.trim()), (0, "nested after restore"), "{}", run.stderr);
+    let status = restored.exec("status", &["/.beta9/agent", "status"], None);
+    assert!(status.stdout.starts_with("dockerd: ready"), "{}", status.stdout);
+    // The original goes on as it was.
+    assert_eq!(c.exec("ping", &["docker", "version", "--format", "{{.Server.Version}}"], None).code, 0);
+}

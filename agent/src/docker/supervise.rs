@@ -118,6 +118,18 @@ impl Supervisor {
             if self.stopping() {
                 return;
             }
+            if self.status.take_restored() {
+                // Restored from a checkpoint: no crash, no backoff; the namespace it came back in
+                // has an address of its own.
+                if self.opts.network == contract::args::Network::Sandbox {
+                    self.uplink = crate::uplink::find().ok();
+                }
+                self.note(&format!(
+                    "restored from a checkpoint: dockerd (pid {pid}) starts again on bridges made anew (gVisor restores no interface made in the sandbox)"
+                ));
+                self.reset_network();
+                continue;
+            }
             let tail = self.status.tail();
             if !ever_ready {
                 self.fail(format!("dockerd exited with status {code} before it was ready"));
