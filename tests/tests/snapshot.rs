@@ -268,7 +268,7 @@ fn bad_checkpoints_are_refused_in_words_and_leave_nothing() {
         let len = std::fs::metadata(&f).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
     });
-    refused(truncated.path(), BUSYBOX, &["restore", "unexpected EOF"]);
+    refused(truncated.path(), BUSYBOX, &["restoring container", "EOF"]);
     let garbage = variant(&|d| std::fs::write(d.join("checkpoint.img"), vec![7u8; 4096]).unwrap());
     refused(garbage.path(), BUSYBOX, &["bad magic header"]);
     let other_runsc = variant(&|d| {
