@@ -280,6 +280,100 @@ def cgroup_cost(rounds, tag):
     return out
 
 
+def bundle_of(cid):
+    """The bundle containerd made for a ctr container (hack/containerd.sh's state directory)."""
+    v = os.environ.get("BETA9_CONTAINERD", "1.6")
+    state = "state" if v == "1.6" else f"state-{v}"
+    return os.path.join(os.path.dirname(ADDRESS), state, "io.containerd.runtime.v2.task", "default", cid)
+
+
+def floor_restore(ref, source, tag):
+    """Seconds of a raw `runsc restore` of the checkpoint `ref` (its files, out of containerd) in
+    the bundle of the running `source`, under a root and id of its own: what the shim adds nothing to."""
+    work = tempfile.mkdtemp(prefix="beta9-bench-ckpt-")
+    try:
+        digest = next(m["digest"] for m in json.loads(ctr("content", "get", image_digest(ref)).stdout)["manifests"]
+                      if m.get("mediaType", "").endswith("checkpoint.criu.tar"))
+        blob = subprocess.run(["ctr", "--address", ADDRESS, "content", "get", digest], capture_output=True, check=True).stdout
+        image = os.path.join(work, "image")
+        os.makedirs(image)
+        subprocess.run(["tar", "-C", image, "-xf", "-"], input=blob, check=True)
+        root = os.path.join(work, "root")
+        os.makedirs(root)
+        cid = f"bench-{tag}-floor-restore"
+        # The flags the shim gave the source's sandbox that shape what is restored.
+        sandbox = next(args for _, args in processes() if args[0].startswith("runsc-sandbox") and args[-1] == source)
+        shaping = [a for a in sandbox if a.startswith(("--overlay2", "--net-raw", "--allow-packet-socket-write"))]
+        flags = ["--root", root, "--ignore-cgroups", "--platform=systrap", "--network=none", *shaping]
+        # Output to a file: the restored sandbox inherits it and would hold a pipe open.
+        with open(os.path.join(work, "out"), "w+") as out:
+            t, p = timed(lambda: subprocess.run(["runsc", *flags, "restore", "--detach", "--bundle", bundle_of(source),
+                                                 "--image-path", image, cid], stdin=subprocess.DEVNULL, stdout=out,
+                                                stderr=out, timeout=60))
+            subprocess.run(["runsc", *flags, "delete", "--force", cid], stdout=out, stderr=out, timeout=60)
+            if p.returncode != 0:
+                out.seek(0)
+                raise RuntimeError(f"runsc restore: {out.read().strip()[:300]}")
+        return t
+    finally:
+        subprocess.run(["rm", "-rf", work])
+
+
+def image_digest(ref):
+    for line in ctr("images", "ls").stdout.splitlines()[1:]:
+        f = line.split()
+        if f and f[0] == ref:
+            return f[2]
+    raise RuntimeError(f"no image {ref}")
+
+
+def blob_size(ref):
+    for m in json.loads(ctr("content", "get", image_digest(ref)).stdout).get("manifests", []):
+        if m.get("mediaType", "").endswith("checkpoint.criu.tar"):
+            return m["size"]
+    return None
+
+
+def snapshot(rounds, tag):
+    """Checkpoint and restore (issue 19), interleaved with busybox cold starts: for a busybox
+    sandbox and a Docker sandbox with one imported image, the checkpoint's time and size, the
+    restore under a new id (`ctr c restore --live`: returns with the task running, for Docker
+    with dockerd answering), and a raw `runsc restore` of the same image as the floor."""
+    samples = {k: [] for k in ("cold_busybox", "ckpt_busybox", "restore_busybox", "floor_busybox",
+                               "ckpt_docker", "restore_docker", "floor_docker")}
+    sizes = {"busybox": None, "docker": None}
+    mount = f"type=bind,src={CACHE}/busybox-rootfs.tar,dst=/images/busybox.tar,options=rbind:ro"
+    kinds = {
+        "busybox": (["run", "-d", *OURS, BUSYBOX], ["sleep", "3600"], None),
+        "docker": (["run", "-d", *OURS, "--annotation", "io.beta9.sandbox.docker=true", "--mount", mount, DEBIAN], [],
+                   ["docker", "import", "/images/busybox.tar", "nested"]),
+    }
+    for r in range(rounds):
+        samples["cold_busybox"].append(timed(lambda: cold_start(OURS, f"bench-{tag}-sc-{r}"))[0])
+        for kind, (run, args, prepare) in kinds.items():
+            src, new, ref = f"bench-{tag}-s{kind}-{r}", f"bench-{tag}-r{kind}-{r}", f"beta9/bench-checkpoint:{tag}-{kind}-{r}"
+            try:
+                ctr(*run, src, *args)
+                if prepare:
+                    ctr("task", "exec", "--exec-id", "prep", src, *prepare)
+                t, _ = timed(lambda: ctr("containers", "checkpoint", "--task", src, ref))
+                samples[f"ckpt_{kind}"].append(t)
+                sizes[kind] = blob_size(ref)
+                t, _ = timed(lambda: ctr("containers", "restore", "--live", new, ref))
+                samples[f"restore_{kind}"].append(t)
+                if kind == "docker":
+                    ctr("task", "exec", "--exec-id", "v", new, "docker", "version")
+                samples[f"floor_{kind}"].append(floor_restore(ref, src, tag))
+            finally:
+                remove(new)
+                remove(src)
+                ctr("images", "rm", "--sync", ref, check=False)
+    ms = lambda x: None if x is None else round(x * 1000, 1)
+    out = {k: {"p50": ms(pctl(v, 0.5)), "p95": ms(pctl(v, 0.95))} for k, v in samples.items()}
+    out["image_bytes"] = sizes
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
@@ -287,6 +381,7 @@ def main():
     ap.add_argument("--density", type=int, default=40, help="most sandboxes the density test starts")
     ap.add_argument("--json", default="target/bench/results.json")
     ap.add_argument("--cgroup-rounds", type=int, default=None, help="rounds of the cgroup cost measure (default: --rounds)")
+    ap.add_argument("--snapshot-rounds", type=int, default=None, help="rounds of checkpoint/restore (default: --rounds, at most 5)")
     args = ap.parse_args()
     tag = str(os.getpid())
 
@@ -323,6 +418,7 @@ def main():
     memory = shim_memory(args.shims, tag)
     dense = density(args.density, tag)
     cgroup = cgroup_cost(args.cgroup_rounds or args.rounds, tag)
+    snap = snapshot(args.snapshot_rounds or min(args.rounds, 5), tag)
 
     ms = lambda x: None if x is None else round(x * 1000, 1)
     res = {
@@ -337,6 +433,7 @@ def main():
         "shim_rss": memory,
         "density": dense,
         "cgroup_cost": cgroup,
+        "snapshot": snap,
     }
     m = res["ms"]
     ratio = lambda a, b: None if not a or not b else round(a / b, 2)
@@ -380,6 +477,18 @@ def main():
           f"plus limits {fmt(cgroup['cgroup_limits']['p50'])}/{fmt(cgroup['cgroup_limits']['p95'])}, "
           f"[cgroups] enforce = false {fmt(cgroup['no_cgroup']['p50'])}/{fmt(cgroup['no_cgroup']['p95'])}; "
           f"with / without: {fmt(cgroup['ratio_p50_cgroup_over_no_cgroup'])} (limits: {fmt(cgroup['ratio_p50_limits_over_no_cgroup'])})")
+    sm = snap
+    mb = lambda b: "-" if b is None else f"{b / 1e6:.1f} MB"
+    print("\n| checkpoint and restore | busybox | Docker (one image) | unit |")
+    print("|---|---|---|---|")
+    print(f"| checkpoint (`ctr c checkpoint --task`), p50 | {fmt(sm['ckpt_busybox']['p50'])} | {fmt(sm['ckpt_docker']['p50'])} | ms |")
+    print(f"| image (runsc's files) | {mb(sm['image_bytes']['busybox'])} | {mb(sm['image_bytes']['docker'])} | |")
+    print(f"| restore (`ctr c restore --live`, to running / dockerd answering), p50 | {fmt(sm['restore_busybox']['p50'])} | {fmt(sm['restore_docker']['p50'])} | ms |")
+    print(f"| restore, p95 | {fmt(sm['restore_busybox']['p95'])} | {fmt(sm['restore_docker']['p95'])} | ms |")
+    print(f"| floor: raw `runsc restore --detach` of the same image, p50 | {fmt(sm['floor_busybox']['p50'])} | {fmt(sm['floor_docker']['p50'])} | ms |")
+    print(f"| busybox cold start `ctr run --rm` in the same rounds, p50 | {fmt(sm['cold_busybox']['p50'])} | | ms |")
+    print(f"Docker restore - busybox cold start: {fmt(None if not sm['restore_docker']['p50'] else round(sm['restore_docker']['p50'] - sm['cold_busybox']['p50'], 1))} ms; "
+          f"Docker restore / its floor: {fmt(ratio(sm['restore_docker']['p50'], sm['floor_docker']['p50']))}")
     print(f"machine: {res['machine']}; rounds: {args.rounds}; JSON: {args.json}")
     return 0 if docker_failures == 0 else 1
 
