@@ -159,10 +159,7 @@ impl<'a> Task<'a> {
         let c = self.record();
         let stat = StatSnapshotRequest { snapshotter: c.snapshotter.clone(), key: c.snapshot_key };
         let parent = self.client.call(self.client.snapshots().stat(namespaced(stat))).unwrap().info.unwrap().parent;
-        let lease = format!("{}-lease", self.id);
-        let create = CreateRequest { id: lease.clone(), labels: Default::default() };
-        self.client.call(self.client.leases().create(namespaced(create))).expect("a lease");
-        self.lease = Some(lease.clone());
+        let lease = self.lease();
         let key = format!("{}-view", self.id);
         let view = ViewSnapshotRequest { snapshotter: c.snapshotter.clone(), key: key.clone(), parent, labels: Default::default() };
         let mut req = namespaced(view);
@@ -170,6 +167,19 @@ impl<'a> Task<'a> {
         let mounts = self.client.call(self.client.snapshots().view(req)).expect("a read-only view").mounts;
         self.view = Some((c.snapshotter, key));
         mounts
+    }
+
+    /// The lease that keeps what was made for this task (a view, a checkpoint's content) from
+    /// containerd's garbage collector while the task lives, as the Go client holds one.
+    fn lease(&mut self) -> String {
+        if let Some(lease) = &self.lease {
+            return lease.clone();
+        }
+        let lease = format!("{}-lease", self.id);
+        let create = CreateRequest { id: lease.clone(), labels: Default::default() };
+        self.client.call(self.client.leases().create(namespaced(create))).expect("a lease");
+        self.lease = Some(lease.clone());
+        lease
     }
 
     /// A fifo for one stream of a process, in this task's directory.
@@ -213,9 +223,12 @@ impl<'a> Task<'a> {
 
     /// Tasks.Checkpoint (what the Go client's `task.Checkpoint` and `container.Checkpoint` call):
     /// the checkpoint's files as a content blob; its descriptor, of the criu tar's media type.
-    pub fn checkpoint(&self, options: Option<prost_types::Any>) -> GrpcResult<Descriptor> {
-        let req = CheckpointTaskRequest { container_id: self.id.clone(), options, ..Default::default() };
-        let r = self.client.call(self.client.tasks().checkpoint(namespaced(req)))?;
+    /// The checkpoint's content is held by the task's lease until the task is dropped.
+    pub fn checkpoint(&mut self, options: Option<prost_types::Any>) -> GrpcResult<Descriptor> {
+        let lease = self.lease();
+        let mut req = namespaced(CheckpointTaskRequest { container_id: self.id.clone(), options, ..Default::default() });
+        req.metadata_mut().insert("containerd-lease", lease.parse().unwrap());
+        let r = self.client.call(self.client.tasks().checkpoint(req))?;
         r.descriptors
             .into_iter()
             .find(|d| d.media_type.ends_with("checkpoint.criu.tar"))

@@ -160,7 +160,7 @@ fn task_count(t: &Task) -> Option<u64> {
 #[test]
 fn the_go_clients_checkpoint_and_restore_with_a_descriptor_and_with_an_image_path() {
     let client = Client::connect();
-    let t = counter(&client, "gockpt");
+    let mut t = counter(&client, "gockpt");
     assert!(eventually(Duration::from_secs(10), || task_count(&t).is_some_and(|n| n >= 5)));
 
     // container.Checkpoint(WithCheckpointTask): runc.v1's type, exit false, on both versions.
@@ -172,9 +172,12 @@ fn the_go_clients_checkpoint_and_restore_with_a_descriptor_and_with_an_image_pat
     let n = task_count(&from_descriptor).expect("the restored counter");
     assert!(n >= saved.saturating_sub(2) && n < saved + 40, "{n} from {saved}");
 
-    // task.Checkpoint(WithCheckpointImagePath): the files land in the client's directory.
+    // task.Checkpoint(WithCheckpointImagePath): the files land in the client's directory. (Of
+    // another task: containerd refuses to store the same spec blob twice while the first is held.)
+    let mut t2 = counter(&client, "gockpt2");
+    assert!(eventually(Duration::from_secs(10), || task_count(&t2).is_some()));
     let dir = Dir::new("ckimg");
-    t.checkpoint(Some(checkpoint_options(false, Some(dir.path())))).expect("Checkpoint to an image path");
+    t2.checkpoint(Some(checkpoint_options(false, Some(dir.path())))).expect("Checkpoint to an image path");
     let files: Vec<String> = std::fs::read_dir(&dir.0).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(files.contains(&"checkpoint.img".to_string()) && files.contains(&"beta9-checkpoint.json".to_string()), "{files:?}");
     // NewTask(WithRestoreImagePath) into a container of the image's default spec.
@@ -187,7 +190,7 @@ fn the_go_clients_checkpoint_and_restore_with_a_descriptor_and_with_an_image_pat
 #[test]
 fn checkpoint_with_exit_ends_the_task_with_its_exit_published() {
     let client = Client::connect();
-    let t = counter(&client, "ckexit");
+    let mut t = counter(&client, "ckexit");
     assert!(eventually(Duration::from_secs(10), || task_count(&t).is_some()));
     t.checkpoint(Some(checkpoint_options(true, None))).expect("Checkpoint with exit");
     assert_eq!(t.wait("").expect("Wait"), 0);
@@ -198,7 +201,7 @@ fn a_paused_task_stays_paused_through_its_checkpoint() {
     // containerd's task status: CREATED 1, RUNNING 2, STOPPED 3, PAUSED 4.
     const PAUSED: i32 = 4;
     let client = Client::connect();
-    let t = counter(&client, "ckpaused");
+    let mut t = counter(&client, "ckpaused");
     assert!(eventually(Duration::from_secs(10), || task_count(&t).is_some()));
     t.pause().expect("Pause");
     t.checkpoint(None).expect("Checkpoint while paused");
@@ -211,7 +214,7 @@ fn a_paused_task_stays_paused_through_its_checkpoint() {
 #[test]
 fn a_terminal_task_comes_back_on_a_new_terminal() {
     let client = Client::connect();
-    let t = Task::container(&client, "cktty", BUSYBOX, &[], &["sh", "-c", "read a; echo z${a}z; read b; echo y${b}y"]);
+    let mut t = Task::container(&client, "cktty", BUSYBOX, &[], &["sh", "-c", "read a; echo z${a}z; read b; echo y${b}y"]);
     let stdin = t.fifo("in");
     let out = t.fifo("out");
     let stdio = Stdio { stdin: stdin.to_string_lossy().into(), stdout: out.to_string_lossy().into(), terminal: true, ..Default::default() };
@@ -239,7 +242,7 @@ fn a_terminal_task_comes_back_on_a_new_terminal() {
 #[test]
 fn bad_checkpoints_are_refused_in_words_and_leave_nothing() {
     let client = Client::connect();
-    let t = counter(&client, "ckbad");
+    let mut t = counter(&client, "ckbad");
     assert!(eventually(Duration::from_secs(10), || task_count(&t).is_some()));
     let good = Dir::new("ckgood");
     t.checkpoint(Some(checkpoint_options(false, Some(good.path())))).expect("Checkpoint");
@@ -268,7 +271,8 @@ fn bad_checkpoints_are_refused_in_words_and_leave_nothing() {
         let len = std::fs::metadata(&f).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
     });
-    refused(truncated.path(), BUSYBOX, &["restoring container", "EOF"]);
+    // runsc's words vary with where the image ends: "EOF", "unexpected EOF", "hash mismatch".
+    refused(truncated.path(), BUSYBOX, &["restoring container"]);
     let garbage = variant(&|d| std::fs::write(d.join("checkpoint.img"), vec![7u8; 4096]).unwrap());
     refused(garbage.path(), BUSYBOX, &["bad magic header"]);
     let other_runsc = variant(&|d| {
@@ -281,7 +285,7 @@ fn bad_checkpoints_are_refused_in_words_and_leave_nothing() {
     refused(good.path(), DEBIAN, &["another image"]);
 
     // A task that was created but never started has nothing to save.
-    let created = Task::container(&client, "ckcreated", BUSYBOX, &[], &["true"]);
+    let mut created = Task::container(&client, "ckcreated", BUSYBOX, &[], &["true"]);
     created.create(&Stdio::default(), created.rootfs()).expect("CreateTask");
     let e = created.checkpoint(None).expect_err("Checkpoint of a created task");
     assert!(e.message().contains("not started"), "{e:?}");
