@@ -649,7 +649,9 @@ fn daemonset_entrypoint_installs_labels_and_on_termination_unlabels_and_uninstal
     let api = || std::fs::read_to_string(&api_log).unwrap_or_default();
     let label = "PATCH /api/v1/nodes/node-1 Bearer a-token application/merge-patch+json {\"metadata\":{\"labels\":{\"beta9.io/sandbox-runtime\":";
     assert!(eventually(Duration::from_secs(60), || api().contains(&format!("{label}\"true\"}}}}}}"))), "no label: {}\n{}", api(), said());
-    assert!(said().contains("registered runtime io.beta9.sandbox for containerd 1.6") && said().contains("labelled beta9.io/sandbox-runtime=true"), "{}", said());
+    // The entrypoint says so once the API server's answer is back, a moment after it logged the request.
+    let labelled = || said().contains("registered runtime io.beta9.sandbox for containerd 1.6") && said().contains("labelled beta9.io/sandbox-runtime=true");
+    assert!(eventually(Duration::from_secs(30), labelled), "{}", said());
     assert!(node.root.join("var/lib/beta9-sandbox/record.json").is_file());
 
     // The DaemonSet deleted: the kubelet sends SIGTERM.

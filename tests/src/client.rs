@@ -223,16 +223,14 @@ impl<'a> Task<'a> {
 
     /// Tasks.Checkpoint (what the Go client's `task.Checkpoint` and `container.Checkpoint` call):
     /// the checkpoint's files as a content blob; its descriptor, of the criu tar's media type.
-    /// The checkpoint's content is held by the task's lease until the task is dropped.
-    pub fn checkpoint(&mut self, options: Option<prost_types::Any>) -> GrpcResult<Descriptor> {
+    /// The checkpoint's content is held by the task's lease until the task is dropped. None when
+    /// the options named an image path and containerd (2.x) stored nothing of its own.
+    pub fn checkpoint(&mut self, options: Option<prost_types::Any>) -> GrpcResult<Option<Descriptor>> {
         let lease = self.lease();
         let mut req = namespaced(CheckpointTaskRequest { container_id: self.id.clone(), options, ..Default::default() });
         req.metadata_mut().insert("containerd-lease", lease.parse().unwrap());
         let r = self.client.call(self.client.tasks().checkpoint(req))?;
-        r.descriptors
-            .into_iter()
-            .find(|d| d.media_type.ends_with("checkpoint.criu.tar"))
-            .ok_or_else(|| Status::not_found("Checkpoint returned no checkpoint blob"))
+        Ok(r.descriptors.into_iter().find(|d| d.media_type.ends_with("checkpoint.criu.tar")))
     }
 
     pub fn pause(&self) -> GrpcResult<()> {
@@ -254,8 +252,14 @@ impl<'a> Task<'a> {
     /// The container's runtime options (`WithRuntime(name, options)`): containerd hands them to
     /// the shim's `start` on stdin. containerd never updates a record's runtime, so the record is
     /// made again with them (its snapshot stays).
-    pub fn set_runtime_options(&self, options: prost_types::Any) {
+    pub fn set_runtime_options(&mut self, options: prost_types::Any) {
         let mut c = self.record();
+        // Held by the task's lease meanwhile: without its record, containerd's collector would take
+        // the container's snapshot.
+        let lease = self.lease();
+        let resource = Resource { id: c.snapshot_key.clone(), r#type: format!("snapshots/{}", c.snapshotter) };
+        let add = AddResourceRequest { id: lease, resource: Some(resource) };
+        self.client.call(self.client.leases().add_resource(namespaced(add))).expect("hold the snapshot with a lease");
         c.runtime.as_mut().expect("the container has a runtime").options = Some(options);
         let delete = DeleteContainerRequest { id: self.id.clone() };
         self.client.call(self.client.containers().delete(namespaced(delete))).expect("delete the container record");

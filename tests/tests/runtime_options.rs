@@ -41,7 +41,7 @@ fn the_shim_is_born_in_the_shim_cgroup_of_either_option_type() {
     // runc.v1 names ShimCgroup field 3, linux.runc field 9.
     for (type_name, field) in [(RUNC_V1, 3), (LINUX_RUNC, 9)] {
         let made = cgroups::Made::new(&format!("/{}", unique_id("b9shimcg")), &[]);
-        let t = Task::container(&client, "shimcg", BUSYBOX, &[], &["sleep", "60"]);
+        let mut t = Task::container(&client, "shimcg", BUSYBOX, &[], &["sleep", "60"]);
         t.set_runtime_options(runc_options(type_name, &[Text(field, &made.path)]));
         t.create(&Stdio::default(), t.rootfs()).expect("CreateTask");
         assert_eq!(cgroups::of_process(shim_of(&t.id), "memory").as_deref(), Some(made.path.as_str()), "{type_name}");
@@ -52,7 +52,7 @@ fn the_shim_is_born_in_the_shim_cgroup_of_either_option_type() {
 #[test]
 fn a_shim_cgroup_that_does_not_exist_fails_the_start_naming_it() {
     let client = Client::connect();
-    let t = Task::container(&client, "noshimcg", BUSYBOX, &[], &["true"]);
+    let mut t = Task::container(&client, "noshimcg", BUSYBOX, &[], &["true"]);
     t.set_runtime_options(runc_options(RUNC_V1, &[Text(3, "/beta9-no-such-cgroup")]));
     let e = t.create(&Stdio::default(), t.rootfs()).expect_err("CreateTask with a missing ShimCgroup");
     assert!(e.message().contains("ShimCgroup") && e.message().contains("/beta9-no-such-cgroup"), "{e:?}");

@@ -165,9 +165,10 @@ fn the_go_clients_checkpoint_and_restore_with_a_descriptor_and_with_an_image_pat
 
     // container.Checkpoint(WithCheckpointTask): runc.v1's type, exit false, on both versions.
     let descriptor = t.checkpoint(Some(runc_options("containerd.runc.v1.CheckpointOptions", &[Number(5, 1)]))).expect("Checkpoint");
+    assert!(descriptor.is_some(), "containerd stored the checkpoint");
     let saved = task_count(&t).unwrap();
     let from_descriptor = Task::container(&client, "gorestore", BUSYBOX, &[], &["sh", "-c", COUNTER]);
-    from_descriptor.create_from(&Stdio::default(), from_descriptor.rootfs(), None, Some(descriptor)).expect("Create from the checkpoint");
+    from_descriptor.create_from(&Stdio::default(), from_descriptor.rootfs(), None, descriptor).expect("Create from the checkpoint");
     from_descriptor.start("").expect("Start of a restored task");
     let n = task_count(&from_descriptor).expect("the restored counter");
     assert!(n >= saved.saturating_sub(2) && n < saved + 40, "{n} from {saved}");
@@ -226,12 +227,13 @@ fn a_terminal_task_comes_back_on_a_new_terminal() {
     // The terminal echoes "one", then the shell's "zonez".
     assert!(eventually(Duration::from_secs(10), || said.so_far() >= "one\r\nzonez\r\n".len()));
     let descriptor = t.checkpoint(None).expect("Checkpoint");
+    assert!(descriptor.is_some(), "containerd stored the checkpoint");
 
     let r = Task::container(&client, "cktty2", BUSYBOX, &[], &["true"]);
     let (stdin2, out2) = (r.fifo("in"), r.fifo("out"));
     let stdio2 = Stdio { stdin: stdin2.to_string_lossy().into(), stdout: out2.to_string_lossy().into(), terminal: true, ..Default::default() };
     let said2 = Output::read(&out2, Reader::Fast);
-    r.create_from(&stdio2, r.rootfs(), None, Some(descriptor)).expect("Create from the checkpoint");
+    r.create_from(&stdio2, r.rootfs(), None, descriptor).expect("Create from the checkpoint");
     r.start("").expect("Start");
     let mut w2 = std::fs::OpenOptions::new().write(true).open(&stdin2).unwrap();
     std::io::Write::write_all(&mut w2, b"two\n").unwrap();
