@@ -11,7 +11,8 @@ use beta9_e2e::{
 };
 
 /// Counts into /tmp/count (the sandbox's memory overlay) twenty times a second.
-const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done";
+// Written aside and renamed: a reader between `>`'s truncation and the write would see "".
+const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done";
 
 /// A checkpoint image in containerd (`ctr c checkpoint`), removed with the test.
 struct Checkpoint(String);
