@@ -207,11 +207,55 @@ def exit_detection(rt, cid):
 
 
 def docker_ready(cid):
-    """Seconds from `ctr run -d` to its return, and whether docker answered right after."""
+    """Seconds from `ctr run -d` to its return, whether docker answered right after, and the
+    agent's own account: (ms preparing the sandbox, ms from dockerd's launch to its answer)."""
     t, _ = timed(lambda: ctr("run", "-d", *OURS, "--annotation", "io.beta9.sandbox.docker=true", DEBIAN, cid))
     ok = ctr("task", "exec", "--exec-id", "v", cid, "docker", "version", check=False).returncode == 0
+    log = ctr("task", "exec", "--exec-id", "l", cid, "cat", "/var/log/beta9/dockerd.log", check=False).stdout
     remove(cid)
-    return t, ok
+    return t, ok, agent_docker_phases(log)
+
+
+def duration_ms(text):
+    """A Rust Duration's Debug form (`640.12ms`, `1.2s`, `950µs`) in ms."""
+    m = re.fullmatch(r"([\d.]+)(ns|µs|ms|s)", text)
+    return float(m.group(1)) * {"ns": 1e-6, "µs": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+
+def agent_docker_phases(log):
+    """From the agent's note in dockerd's log: the prepare and the launch-to-ready phases, in ms."""
+    m = re.search(r"is ready after (\S+) \((\S+) since the agent began preparing", log)
+    if not m:
+        raise RuntimeError(f"the agent's readiness note is missing from dockerd's log: {log[-500:]!r}")
+    launch, total = duration_ms(m.group(1)), duration_ms(m.group(2))
+    return {"  of which the agent preparing the sandbox": total - launch, "  of which dockerd from launch to answering": launch}
+
+
+TIMELINE = re.compile(r'timeline of (\S+) (create|start|exit): ([^"]*)')
+
+
+def timelines(ids):
+    """The shim's phases of each task in `ids` (shim/src/timeline.rs), from containerd's log:
+    {id: {phase: ms}}. Every id must have its three lines: a phase gone missing is a failure."""
+    found = {}
+    for line in open(os.path.join(os.environ.get("BETA9_DEV", "/run/beta9-dev"), "containerd.log"), errors="replace"):
+        m = TIMELINE.search(line)
+        if m and m.group(1) in ids:
+            steps = found.setdefault(m.group(1), {})
+            steps[m.group(2)] = {p: float(ms) for p, ms, _ in (part.rsplit(" ", 2) for part in m.group(3).split(", "))}
+    for cid in ids:
+        missing = {"create", "start", "exit"} - set(found.get(cid, {}))
+        if missing:
+            raise RuntimeError(f"the shim logged no timeline {sorted(missing)} for {cid}")
+    return {cid: {p: ms for step in ("create", "start", "exit") for p, ms in found[cid][step].items()} for cid in ids}
+
+
+def phases_p50(per_task):
+    """p50 of each phase over tasks, in the order the phases happened."""
+    order = []
+    for phases in per_task:
+        order += [p for p in phases if p not in order]
+    return {p: round(pctl([t[p] for t in per_task if p in t], 0.5), 1) for p in order}
 
 
 def density(limit, tag):
@@ -390,6 +434,7 @@ def main():
     samples = {k: [] for k in ("cold_ours", "cold_peer", "cold_floor", "cold_net_ours", "exec_ours", "exec_peer",
                                "exit_ours", "exit_peer", "docker_ready")}
     docker_failures = 0
+    docker_agent = []
     running = {"ours": f"bench-{tag}-exec-ours", "peer": f"bench-{tag}-exec-peer"}
     try:
         peer_net_failure = peer_in_netns(net, f"bench-{tag}-n-peer")
@@ -406,8 +451,9 @@ def main():
                 samples[f"exec_{name}"].append(t)
             samples["exit_ours"].append(exit_detection(OURS, f"bench-{tag}-x-ours-{r}"))
             samples["exit_peer"].append(exit_detection(PEER, f"bench-{tag}-x-peer-{r}"))
-            t, ok = docker_ready(f"bench-{tag}-d-{r}")
+            t, ok, agent = docker_ready(f"bench-{tag}-d-{r}")
             samples["docker_ready"].append(t)
+            docker_agent.append(agent)
             docker_failures += 0 if ok else 1
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     finally:
@@ -415,6 +461,8 @@ def main():
             remove(cid)
         floor.close()
         net.close()
+    cold_phases = phases_p50(list(timelines([f"bench-{tag}-c-ours-{r}" for r in range(args.rounds)]).values()))
+    docker_phases = phases_p50([{**t, **a} for t, a in zip(timelines([f"bench-{tag}-d-{r}" for r in range(args.rounds)]).values(), docker_agent)])
     memory = shim_memory(args.shims, tag)
     dense = density(args.density, tag)
     cgroup = cgroup_cost(args.cgroup_rounds or args.rounds, tag)
@@ -434,6 +482,7 @@ def main():
         "density": dense,
         "cgroup_cost": cgroup,
         "snapshot": snap,
+        "phases_p50_ms": {"cold_start": cold_phases, "docker_ready": docker_phases},
     }
     m = res["ms"]
     ratio = lambda a, b: None if not a or not b else round(a / b, 2)
@@ -477,6 +526,13 @@ def main():
           f"plus limits {fmt(cgroup['cgroup_limits']['p50'])}/{fmt(cgroup['cgroup_limits']['p95'])}, "
           f"[cgroups] enforce = false {fmt(cgroup['no_cgroup']['p50'])}/{fmt(cgroup['no_cgroup']['p95'])}; "
           f"with / without: {fmt(cgroup['ratio_p50_cgroup_over_no_cgroup'])} (limits: {fmt(cgroup['ratio_p50_limits_over_no_cgroup'])})")
+    print("\n| phase (ours, p50 ms; shim/src/timeline.rs) | cold start | Docker ready |")
+    print("|---|---|---|")
+    for p in list(dict.fromkeys([*cold_phases, *docker_phases])):
+        if p in ("run", "exit") :
+            continue
+        print(f"| {p} | {fmt(cold_phases.get(p))} | {fmt(docker_phases.get(p))} |")
+    print(f"| then: start to the init's exit (echo) / TaskExit after it | {fmt(cold_phases.get('run'))} / {fmt(cold_phases.get('exit'))} | |")
     sm = snap
     mb = lambda b: "-" if b is None else f"{b / 1e6:.1f} MB"
     print("\n| checkpoint and restore | busybox | Docker (one image) | unit |")

@@ -19,6 +19,7 @@ use crate::{
     runsc::{ProcessStdio, Runsc},
     spec::{self, Role},
     stdio::{ProcessIo, StdioPaths},
+    timeline::Timeline,
 };
 
 /// What Create needs, free of protocol types.
@@ -32,6 +33,8 @@ pub struct CreateRequest {
     pub role: Role,
     /// A checkpoint to bring back instead of starting the spec's process.
     pub restore: Option<PathBuf>,
+    /// Where Create's time went so far.
+    pub timeline: Timeline,
 }
 
 /// Where a container goes in its sandbox.
@@ -105,6 +108,8 @@ pub struct Container {
     layers: Vec<String>,
     /// Brought back from a checkpoint at Create: running already, Start has nothing to start.
     restored: bool,
+    /// Where its create, start and exit spent their time, logged at each.
+    timeline: Timeline,
 }
 
 struct Exec {
@@ -118,13 +123,14 @@ impl Container {
     /// (`runsc create` of a new sandbox), a pod's app container joins it. Whatever fails, nothing
     /// of the container is left; the caller releases what its sandbox did for it.
     pub async fn create(
-        req: CreateRequest,
+        mut req: CreateRequest,
         placement: Placement,
         sandbox: &impl SandboxSide,
         config: &Config,
         annotations: &SandboxAnnotations,
     ) -> Result<Container> {
         let mut spec = req.spec.clone();
+        let mut timeline = std::mem::take(&mut req.timeline);
         let agent = annotations.agent_for(&req.role);
         if !agent && spec.process().as_ref().and_then(|p| p.args().as_ref()).is_none_or(|a| a.is_empty()) {
             return Err(Error::InvalidArgument("the spec's process has no args".into()));
@@ -154,11 +160,12 @@ impl Container {
         let layers = crate::snapshot::layers(&req.rootfs);
         if let Some(image) = &req.restore {
             let record = crate::snapshot::CheckpointRecord::read(image)?;
-            record.check(crate::runsc::version(&runsc.binary).await, &layers)?;
+            record.check(&crate::runsc::version(&runsc.binary, &config.runsc.root).await, &layers)?;
         }
         let result = async {
             let original = spec.clone();
             let read_only = req.bundle.mount_rootfs(&req.rootfs).await?;
+            timeline.mark("rootfs");
             spec::check_process_binary(&spec, &rootfs)?;
             runsc.flags.overlay = spec::overlay_medium(&spec, read_only);
             if docker.is_some() {
@@ -223,11 +230,14 @@ impl Container {
                 (false, false) => (ProcessStdio::null(), Some(child_stdio)),
                 _ => (child_stdio, None),
             };
+            timeline.mark("spec");
             sandbox.before_runsc_create(&req.id, spec.linux().as_ref().and_then(|l| l.resources().as_ref())).await?;
+            timeline.mark("limits");
             let mark = Reaper::get().mark();
             let pid_file = req.bundle.init_pid_file();
             let created = runsc.create(&req.id, req.bundle.path(), &pid_file, create_stdio).await;
             created.map_err(|e| sandbox.explain(&req.id, e))?;
+            timeline.mark("runsc create");
             let pid = req.bundle.init_pid();
             if !boots {
                 // runsc wrote the sandbox's pid: gone before anything can fail, so no teardown of
@@ -239,6 +249,7 @@ impl Container {
             if let Some(image) = &req.restore {
                 // Into the sandbox just created: the restored processes take over its stdio.
                 runsc.restore(&req.id, image).await?;
+                timeline.mark("runsc restore");
             }
             let exit = boots.then(|| Reaper::get().watch(pid as i32, mark));
             Ok::<_, Error>((pid, exit, io, start_stdio, exec_seccomp))
@@ -270,6 +281,7 @@ impl Container {
                     init_internal_pid: None,
                     layers,
                     restored: req.restore.is_some(),
+                    timeline,
                 })
             }
             Err(e) => {
@@ -301,6 +313,16 @@ impl Container {
         &self.runsc
     }
 
+    /// The phase `phase` of this container's create, start or exit ended now.
+    pub fn mark(&mut self, phase: &'static str) {
+        self.timeline.mark(phase);
+    }
+
+    /// Logs the phases marked since the last step that logged (`step`: create, start, exit).
+    pub fn log_timeline(&mut self, step: &str) {
+        info!("timeline of {} {step}: {}", self.id, self.timeline.take_line());
+    }
+
     /// Starts the init; returns its host pid and its exit, for the caller to watch.
     /// `oom_kills` is the sandbox cgroup's count now, which its exit is compared with.
     pub async fn start(&mut self, oom_kills: u64) -> Result<(u32, oneshot::Receiver<i32>)> {
@@ -308,6 +330,7 @@ impl Container {
         self.oom_kills_at_start = oom_kills;
         if !self.restored {
             self.runsc.start(&self.id, self.start_stdio.take()).await?;
+            self.timeline.mark("runsc start");
         }
         let exit = match self.init_exit.take() {
             Some(exit) => exit,

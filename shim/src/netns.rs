@@ -117,7 +117,7 @@ impl Netns {
                 )));
             }
             let file = Arc::new(file);
-            hide_proc_sys_net = runsc_mistakes_namespaces(runsc, &config.runsc.root) && looks_like_host(file.clone()).await;
+            hide_proc_sys_net = runsc_mistakes_namespaces(runsc, &config.runsc.root).await && looks_like_host(file.clone()).await;
             debug!("netns {}: hide /proc/sys/net from runsc start: {hide_proc_sys_net}", path.display());
             held = Some(file);
         }
@@ -251,32 +251,20 @@ fn restore(s: Snapshot) -> io::Result<()> {
 }
 
 /// Whether this runsc takes every namespace in which rmem_default is visible for the host's:
-/// it carries the old mark and not the new one. Read once per runsc binary and boot.
-fn runsc_mistakes_namespaces(runsc: &Path, cache_dir: &Path) -> bool {
-    let Ok(meta) = std::fs::metadata(runsc) else { return false };
-    let key = format!("{}:{}:{}", runsc.display(), meta.len(), meta.mtime_nsec() + meta.mtime() * 1_000_000_000);
-    let cache = cache_dir.join(format!(".runsc-netns-check-{:016x}", hash(&key)));
-    if let Ok(answer) = std::fs::read_to_string(&cache) {
-        return answer.trim() == "rmem_default";
-    }
-    let Ok(binary) = std::fs::read(runsc) else { return false };
-    let old = contains(&binary, OLD_ROOT_MARK) && !contains(&binary, NEW_ROOT_MARK);
-    let _ = std::fs::create_dir_all(cache_dir);
-    let _ = std::fs::write(&cache, if old { "rmem_default" } else { "other" });
-    old
+/// it carries the old mark and not the new one. Read once per runsc binary (probe.rs).
+async fn runsc_mistakes_namespaces(runsc: &Path, cache_dir: &Path) -> bool {
+    let read = || async {
+        let binary = std::fs::read(runsc).ok()?;
+        let old = contains(&binary, OLD_ROOT_MARK) && !contains(&binary, NEW_ROOT_MARK);
+        Some(if old { "rmem_default" } else { "other" }.to_string())
+    };
+    crate::probe::cached(runsc, cache_dir, "netns-check", read).await.as_deref() == Some("rmem_default")
 }
 
 /// Whether the namespace `ns` shows what this runsc takes for the host's namespace.
 async fn looks_like_host(ns: Arc<File>) -> bool {
     let mark = std::str::from_utf8(OLD_ROOT_MARK).unwrap_or_default().to_string();
     in_netns(ns, move || Ok(Path::new(&mark).exists())).await.unwrap_or(false)
-}
-
-fn hash(s: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -352,17 +340,17 @@ mod tests {
         assert_eq!((none.mode(), none.needs_private_proc_sys_net()), (Network::None, false));
     }
 
-    #[test]
-    fn the_runsc_check_is_read_from_the_binary_once() {
+    #[tokio::test]
+    async fn the_runsc_check_is_read_from_the_binary_once() {
         let dir = tempfile::tempdir().unwrap();
         let (old, new) = (dir.path().join("old"), dir.path().join("new"));
         std::fs::write(&old, [b"xx".as_slice(), OLD_ROOT_MARK, b"yy"].concat()).unwrap();
         std::fs::write(&new, [OLD_ROOT_MARK, b"..", NEW_ROOT_MARK].concat()).unwrap();
         let cache = dir.path().join("cache");
-        assert!(runsc_mistakes_namespaces(&old, &cache));
-        assert!(!runsc_mistakes_namespaces(&new, &cache));
+        assert!(runsc_mistakes_namespaces(&old, &cache).await);
+        assert!(!runsc_mistakes_namespaces(&new, &cache).await);
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2, "one answer per binary");
-        assert!(runsc_mistakes_namespaces(&old, &cache), "read back from the cache");
-        assert!(!runsc_mistakes_namespaces(Path::new("/nonexistent/runsc"), &cache));
+        assert!(runsc_mistakes_namespaces(&old, &cache).await, "read back from the cache");
+        assert!(!runsc_mistakes_namespaces(Path::new("/nonexistent/runsc"), &cache).await);
     }
 }

@@ -353,31 +353,31 @@ pub struct CheckpointFlags {
     pub exclude_zero_pages: bool,
 }
 
-/// What `binary --version` says first (`runsc version release-20240729.0`), once per shim
-/// process: a checkpoint records it, as only the runsc that took one can restore it.
-pub async fn version(binary: &Path) -> &'static str {
-    static VERSION: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
-    VERSION
-        .get_or_init(|| async {
-            let mut cmd = Command::new(binary);
-            cmd.arg("--version");
-            let out = run_captured(&mut cmd, None, OUTPUT_LIMIT).await.map(|(_, out, _)| out).unwrap_or_default();
-            out.lines().next().unwrap_or_default().trim().to_string()
-        })
-        .await
+/// What `binary --version` says first (`runsc version release-20240729.0`), asked once per
+/// binary (probe.rs): a checkpoint records it, as only the runsc that took one can restore it.
+pub async fn version(binary: &Path, cache_dir: &Path) -> String {
+    let ask = || async {
+        let out = ask(binary, "--version").await?;
+        Some(out.lines().next().unwrap_or_default().trim().to_string()).filter(|v| !v.is_empty())
+    };
+    crate::probe::cached(binary, cache_dir, "version", ask).await.unwrap_or_default()
 }
 
-/// The top-level flags `binary` knows (`runsc flags`), probed once per shim process.
-pub async fn known_flags(binary: &Path) -> &'static HashSet<String> {
-    static FLAGS: tokio::sync::OnceCell<HashSet<String>> = tokio::sync::OnceCell::const_new();
-    FLAGS
-        .get_or_init(|| async {
-            let mut cmd = Command::new(binary);
-            cmd.arg("flags");
-            let out = run_captured(&mut cmd, None, OUTPUT_LIMIT).await.map(|(_, out, err)| out + &err).unwrap_or_default();
-            parse_flag_names(&out)
-        })
-        .await
+/// The top-level flags `binary` knows (`runsc flags`), asked once per binary (probe.rs).
+pub async fn known_flags(binary: &Path, cache_dir: &Path) -> HashSet<String> {
+    let ask = || async {
+        let names = parse_flag_names(&ask(binary, "flags").await?);
+        Some(names.into_iter().collect::<Vec<_>>().join("\n")).filter(|n| !n.is_empty())
+    };
+    let names = crate::probe::cached(binary, cache_dir, "flags", ask).await.unwrap_or_default();
+    names.lines().map(str::to_string).collect()
+}
+
+/// What `binary arg` prints (stdout and stderr), if it ran.
+async fn ask(binary: &Path, arg: &str) -> Option<String> {
+    let mut cmd = Command::new(binary);
+    cmd.arg(arg);
+    run_captured(&mut cmd, None, OUTPUT_LIMIT).await.ok().map(|(_, out, err)| out + &err)
 }
 
 /// Flag names from `runsc flags` output, whose flag lines look like `  -name type`.

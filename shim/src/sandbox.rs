@@ -66,6 +66,8 @@ pub struct Sandbox {
     members: Mutex<HashMap<String, Shared>>,
     /// How its checkpoints are taken.
     checkpoint: CheckpointConfig,
+    /// Where what runsc says of itself is kept (probe.rs): the runsc root.
+    probes: std::path::PathBuf,
 }
 
 impl Sandbox {
@@ -96,7 +98,7 @@ impl Sandbox {
         let docker = annotations.docker.is_some();
         if docker {
             flags.net_raw = true;
-            flags.allow_packet_socket_write = runsc::known_flags(&binary).await.contains("allow-packet-socket-write");
+            flags.allow_packet_socket_write = runsc::known_flags(&binary, &config.runsc.root).await.contains("allow-packet-socket-write");
         }
         flags.nvproxy = annotations.gpu;
         flags.nvproxy_docker = annotations.gpu && docker;
@@ -115,6 +117,7 @@ impl Sandbox {
             cgroup,
             members: Mutex::new(HashMap::new()),
             checkpoint: config.checkpoint.clone(),
+            probes: config.runsc.root.clone(),
         })
     }
 
@@ -254,7 +257,7 @@ so a pod cannot come back through the Task API; checkpoint a sandbox of its own"
         })
         .await
         .map_err(|e| Error::Other(format!("read the rootfs's layers: {e}")))?;
-        let record = CheckpointRecord { runsc: runsc::version(&self.runsc.binary).await.to_string(), id: self.id.clone(), layers, docker: self.docker };
+        let record = CheckpointRecord { runsc: runsc::version(&self.runsc.binary, &self.probes).await, id: self.id.clone(), layers, docker: self.docker };
         let how = CheckpointFlags {
             leave_running: !o.exit,
             compression: self.checkpoint.compression.clone(),

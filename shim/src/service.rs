@@ -20,6 +20,7 @@ use crate::{
     sandbox::ShimContext,
     spec,
     task::TaskService,
+    timeline,
 };
 
 pub struct Service {
@@ -49,6 +50,7 @@ impl containerd_shim::asynchronous::Shim for Service {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let launched = timeline::now().as_nanos().to_string();
         // containerd writes the container's runtime options on stdin, in whichever type its
         // client chose; read here, before the crate's spawn would (it reads runc.v1's alone). The
         // shim is then born in the ShimCgroup they name.
@@ -61,7 +63,7 @@ impl containerd_shim::asynchronous::Shim for Service {
         }
         let grouping = grouping(&opts.id);
         // The crate's spawn also gives the shim containerd's OOM score + 1, so that it goes first.
-        let address = spawn(opts, &grouping, Vec::new()).await?;
+        let address = spawn(opts, &grouping, vec![(timeline::LAUNCHED_ENV, &launched)]).await?;
         write_str_to_file("address", &address).await?;
         Ok(address)
     }

@@ -39,6 +39,7 @@ use crate::{
     sandbox::{Sandbox, Shared, ShimContext, State},
     spec::{self, Role},
     stdio::StdioPaths,
+    timeline::{self, Timeline},
 };
 
 use crate::error::{Error, Result};
@@ -128,7 +129,10 @@ impl TaskService {
         tokio::spawn(async move {
             let code = exit.await.unwrap_or(255);
             let (id, first) = {
-                let c = c.lock().await;
+                let mut c = c.lock().await;
+                if exec_id.is_empty() {
+                    c.mark("run");
+                }
                 (c.id().to_string(), c.is_first())
             };
             if exec_id.is_empty() {
@@ -155,6 +159,10 @@ impl TaskService {
                 info!("{id} was killed by the kernel's OOM killer (cgroup {})", sandbox.cgroup().map(|cg| cg.path()).unwrap_or_default());
                 events.send(TaskOOM { container_id: id.clone(), ..Default::default() });
             }
+            if exec_id.is_empty() {
+                c.mark("exit");
+                c.log_timeline("exit");
+            }
             events.send(TaskExit {
                 container_id: id.clone(),
                 id: if exec_id.is_empty() { id } else { exec_id },
@@ -167,6 +175,14 @@ impl TaskService {
     }
 
     pub async fn task_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
+        let mut timeline = match timeline::take_launch() {
+            Some(launched) => {
+                let mut t = Timeline::starting_at(launched);
+                t.mark("shim start");
+                t
+            }
+            None => Timeline::start(),
+        };
         let bundle = Bundle::new(&req.bundle);
         let mut spec = spec::load(bundle.path())?;
         let role = spec::role(&spec)?;
@@ -196,6 +212,7 @@ impl TaskService {
             }
             _ => Arc::new(Sandbox::plan(&req.id, bundle.path(), &spec, &role, &config, &annotations, &self.ctx).await?),
         };
+        timeline.mark("plan");
         let create = CreateRequest {
             id: req.id.clone(),
             bundle,
@@ -208,8 +225,9 @@ impl TaskService {
             spec,
             role,
             restore,
+            timeline,
         };
-        let c = match sandbox.create(create, &config, &annotations).await {
+        let mut c = match sandbox.create(create, &config, &annotations).await {
             Ok(c) => c,
             Err(e) => {
                 if joined.is_none() {
@@ -219,6 +237,7 @@ impl TaskService {
             }
         };
         let pid = c.view("").map(|v| v.pid).unwrap_or_default();
+        c.log_timeline("create");
         sandbox.add(&req.id, Arc::new(tokio::sync::Mutex::new(c)));
         if joined.is_none() {
             *self.sandbox.lock().unwrap() = Some(sandbox);
@@ -250,6 +269,7 @@ impl TaskService {
             self.watch_exit(sandbox, shared.clone(), req.exec_id, exit);
             return Ok(api::StartResponse { pid, ..Default::default() });
         }
+        c.mark("to Start");
         let (pid, exit) = match sandbox.start(&mut c).await {
             Ok(started) => started,
             Err(e) => {
@@ -266,10 +286,19 @@ impl TaskService {
         self.events.send(TaskStart { container_id: req.id.clone(), pid, ..Default::default() });
         self.watch_exit(sandbox, shared.clone(), String::new(), exit);
         let docker = c.docker_ready();
+        if docker.is_none() {
+            c.log_timeline("start");
+        }
         // Not held while dockerd starts: State and Kill must answer meanwhile.
         drop(c);
         if let Some(ready) = docker {
-            if let Err(e) = ready.await {
+            let ready = ready.await;
+            if ready.is_ok() {
+                let mut c = shared.lock().await;
+                c.mark("docker ready");
+                c.log_timeline("start");
+            }
+            if let Err(e) = ready {
                 warn!("{}: Docker not ready, tearing the sandbox down: {e}", req.id);
                 let mut c = shared.lock().await;
                 let exited = c.exited("");
