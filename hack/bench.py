@@ -231,12 +231,13 @@ def agent_docker_phases(log):
     return {"  of which the agent preparing the sandbox": total - launch, "  of which dockerd from launch to answering": launch}
 
 
-TIMELINE = re.compile(r'timeline of (\S+) (create|start|exit): ([^"]*)')
+TIMELINE = re.compile(r'timeline of (\S+) (create|start|exit|delete): ([^"]*)')
 
 
 def timelines(ids):
     """The shim's phases of each task in `ids` (shim/src/timeline.rs), from containerd's log:
-    {id: {phase: ms}}. Every id must have its three lines: a phase gone missing is a failure."""
+    {id: {phase: ms}}. Every id must have its create, start and exit lines: a phase gone missing
+    is a failure. Delete's phases (a task still running has none yet) are named `delete: ...`."""
     found = {}
     for line in open(os.path.join(os.environ.get("BETA9_DEV", "/run/beta9-dev"), "containerd.log"), errors="replace"):
         m = TIMELINE.search(line)
@@ -247,7 +248,9 @@ def timelines(ids):
         missing = {"create", "start", "exit"} - set(found.get(cid, {}))
         if missing:
             raise RuntimeError(f"the shim logged no timeline {sorted(missing)} for {cid}")
-    return {cid: {p: ms for step in ("create", "start", "exit") for p, ms in found[cid][step].items()} for cid in ids}
+    steps = ("create", "start", "exit", "delete")
+    return {cid: {(f"delete: {p}" if step == "delete" else p): ms for step in steps for p, ms in found[cid].get(step, {}).items()}
+            for cid in ids}
 
 
 def phases_p50(per_task):
@@ -321,6 +324,10 @@ def cgroup_cost(rounds, tag):
     ratio = lambda a, b: None if not a or not b else round(a / b, 2)
     out["ratio_p50_cgroup_over_no_cgroup"] = ratio(out["cgroup"]["p50"], out["no_cgroup"]["p50"])
     out["ratio_p50_limits_over_no_cgroup"] = ratio(out["cgroup_limits"]["p50"], out["no_cgroup"]["p50"])
+    # Where the difference is: the shim's own cgroup work is in plan and limits; runsc's processes
+    # running in the cgroup show in runsc create, runsc start and run.
+    out["phases_p50_ms"] = {name: phases_p50(list(timelines([f"bench-{tag}-cg-{name}-{r}" for r in range(rounds)]).values()))
+                            for name in variants}
     return out
 
 
@@ -526,13 +533,18 @@ def main():
           f"plus limits {fmt(cgroup['cgroup_limits']['p50'])}/{fmt(cgroup['cgroup_limits']['p95'])}, "
           f"[cgroups] enforce = false {fmt(cgroup['no_cgroup']['p50'])}/{fmt(cgroup['no_cgroup']['p95'])}; "
           f"with / without: {fmt(cgroup['ratio_p50_cgroup_over_no_cgroup'])} (limits: {fmt(cgroup['ratio_p50_limits_over_no_cgroup'])})")
+    cg = cgroup["phases_p50_ms"]
+    print("phases with the cgroup / without (p50 ms): " + ", ".join(
+        f"{p} {fmt(cg['cgroup'].get(p))} / {fmt(cg['no_cgroup'].get(p))}" for p in ("plan", "limits", "runsc create", "runsc start", "run")))
     print("\n| phase (ours, p50 ms; shim/src/timeline.rs) | cold start | Docker ready |")
     print("|---|---|---|")
     for p in list(dict.fromkeys([*cold_phases, *docker_phases])):
-        if p in ("run", "exit") :
+        if p in ("run", "exit") or p.startswith("delete: "):
             continue
         print(f"| {p} | {fmt(cold_phases.get(p))} | {fmt(docker_phases.get(p))} |")
     print(f"| then: start to the init's exit (echo) / TaskExit after it | {fmt(cold_phases.get('run'))} / {fmt(cold_phases.get('exit'))} | |")
+    deleted = [p for p in cold_phases if p.startswith("delete: ")]
+    print(f"| then Delete: {', '.join(p.removeprefix('delete: ') for p in deleted)} | {' / '.join(fmt(cold_phases[p]) for p in deleted)} | |")
     sm = snap
     mb = lambda b: "-" if b is None else f"{b / 1e6:.1f} MB"
     print("\n| checkpoint and restore | busybox | Docker (one image) | unit |")

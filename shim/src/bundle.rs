@@ -140,6 +140,7 @@ impl Bundle {
     /// and last the record. Used by Delete, a failed Create and the `delete` action after a
     /// shim died.
     pub async fn destroy(&self, runsc: &Runsc, id: &str, ended: Ended) {
+        let mut timeline = crate::timeline::Timeline::start();
         // Read first: after a shim crash the client may remove the bundle while this runs.
         let cgroups = self.record().map(|r| r.cgroups).unwrap_or_default();
         let fast = ended == Ended::ByItself && !runsc.flags.extra.iter().any(|f| f.contains("overlay")) && self.remove_ended_sandbox(runsc, id);
@@ -150,11 +151,13 @@ impl Bundle {
                 false
             }
         };
+        timeline.mark(if fast { "runsc state" } else { "runsc delete" });
         // A sandbox runsc no longer knows about must not outlive its state.
         if let Ok(pid) = self.init_pid() {
             kill_if_runsc(pid, &runsc.flags.root);
         }
         self.unmount_rootfs();
+        timeline.mark("rootfs");
         let root = &runsc.flags.root;
         // Only empty: other containers of the same sandbox may still live in it.
         if std::fs::remove_dir(root).is_err() && root.exists() {
@@ -166,6 +169,8 @@ impl Bundle {
         // Whatever runsc said (its delete fails on a rootfs the client already removed): what is
         // still in the sandbox's cgroup is the sandbox's and goes with it.
         let cgroups_gone = crate::cgroup::remove_recorded(&cgroups).await;
+        timeline.mark("cgroup");
+        info!("timeline of {id} delete: {}", timeline.take_line());
         if state_gone && cgroups_gone {
             // Last: without it the delete action knows that nothing is left to remove.
             let _ = std::fs::remove_file(self.path.join(RECORD));
