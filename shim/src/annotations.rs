@@ -6,6 +6,10 @@ use std::{collections::HashMap, time::Duration};
 use crate::error::{Error, Result};
 
 pub const PREFIX: &str = "io.beta9.sandbox.";
+/// runsc 20240729 takes some of its flags from these spec annotations without
+/// `--allow-flag-override` (host-uds, debug, strace, ...: runsc/config/flags.go's allowlist), so
+/// a container's author could open host sockets to the sandbox. runsc's flags are the node's.
+pub const RUNSC_FLAG_PREFIX: &str = "dev.gvisor.flag.";
 pub const AGENT: &str = "io.beta9.sandbox.agent";
 pub const KEEPALIVE: &str = "io.beta9.sandbox.keepalive";
 pub const DOCKER: &str = "io.beta9.sandbox.docker";
@@ -65,6 +69,12 @@ impl SandboxAnnotations {
 
     /// Parses and validates the annotations.
     pub fn parse(annotations: &HashMap<String, String>) -> Result<Self> {
+        if let Some(flag) = annotations.keys().filter(|k| k.starts_with(RUNSC_FLAG_PREFIX)).min() {
+            return Err(Error::InvalidArgument(format!(
+                "annotation {flag} would set a runsc flag from the container's spec; runsc's flags are set on the node \
+                 ([runsc] extra_flags in the shim's config)"
+            )));
+        }
         let mut keys: Vec<&String> = annotations.keys().filter(|k| k.starts_with(PREFIX)).collect();
         keys.sort();
         if let Some(unknown) = keys.iter().find(|k| !KNOWN.contains(&k.as_str())) {
@@ -161,6 +171,15 @@ mod tests {
 
     pub fn parse(pairs: &[(&str, &str)]) -> Result<SandboxAnnotations> {
         SandboxAnnotations::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn runsc_flags_from_the_spec_are_refused_and_gvisors_mount_hints_are_not() {
+        for key in ["dev.gvisor.flag.host-uds", "dev.gvisor.flag.debug", "dev.gvisor.flag.oci-seccomp"] {
+            let e = parse(&[(key, "all"), (KEEPALIVE, "true")]).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("[runsc] extra_flags"), "{e}");
+        }
+        assert!(parse(&[("dev.gvisor.spec.mount.data.share", "pod")]).is_ok());
     }
 
     #[test]

@@ -67,6 +67,16 @@ fn a_config_path_that_is_no_regular_file_is_refused_at_once() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn a_spec_cannot_set_runsc_flags_through_gvisors_annotations() {
+    // runsc 20240729 would take host-uds=all from the spec without --allow-flag-override.
+    let c = Container::new("runscflag");
+    let r = c.run(BUSYBOX, &["--annotation", "dev.gvisor.flag.host-uds=all"], &["true"], None);
+    r.assert_refused(&["dev.gvisor.flag.host-uds", "runsc's flags are set on the node"]);
+    c.remove();
+    c.assert_no_leftovers();
+}
+
 /// The capability sets a process shows in /proc/self/status, by name (CapInh, CapPrm, CapEff, CapBnd, CapAmb).
 fn caps(status: &str, name: &str) -> u64 {
     let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {status}"));
