@@ -292,6 +292,13 @@ fn bad_checkpoints_are_refused_in_words_and_leave_nothing() {
     created.create(&Stdio::default(), created.rootfs()).expect("CreateTask");
     let e = created.checkpoint(None).expect_err("Checkpoint of a created task");
     assert!(e.message().contains("not started"), "{e:?}");
+    // Nor one whose command has ended: its sandbox ended with it.
+    let mut stopped = Task::container(&client, "ckstopped", BUSYBOX, &[], &["true"]);
+    stopped.create(&Stdio::default(), stopped.rootfs()).expect("CreateTask");
+    stopped.start("").expect("Start");
+    assert_eq!(stopped.wait("").expect("Wait"), 0);
+    let e = stopped.checkpoint(None).expect_err("Checkpoint of a stopped task");
+    assert!(e.message().contains("is not running"), "{e:?}");
 }
 
 #[test]
