@@ -508,6 +508,13 @@ impl Container {
         Ok(self.process(exec_id)?.status == Status::Running)
     }
 
+    /// The ids of its execs still running, in order.
+    pub fn running_execs(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.execs.iter().filter(|(_, e)| e.process.status == Status::Running).map(|(id, _)| id.as_str()).collect();
+        ids.sort();
+        ids
+    }
+
     /// Signals a process; its sandbox is not paused (runsc refuses to signal a paused one).
     pub async fn kill(&mut self, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         let (status, internal) = {

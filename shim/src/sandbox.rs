@@ -249,6 +249,17 @@ so a pod cannot come back through the Task API; checkpoint a sandbox of its own"
             }
             State::Stopped => return Err(Error::FailedPrecondition(format!("container {} is not running", self.id))),
         }
+        // runsc 20240729 saves an exec's host stdio with no key to find it by at restore, so the
+        // image it writes meanwhile fails there ("no host FD available for :host:2").
+        let execs = c.running_execs();
+        if !execs.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} has execs still running ({}): runsc cannot give an exec its stdio back at restore \
+                 (\"no host FD available\"), so the image could not be restored; checkpoint once they have ended",
+                self.id,
+                execs.join(", ")
+            )));
+        }
         let image = o.image_path.clone().unwrap_or_else(|| path.to_path_buf());
         std::fs::create_dir_all(&image).map_err(Error::io(format!("create {}", image.display())))?;
         let paths = c.layers().to_vec();

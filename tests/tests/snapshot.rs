@@ -11,7 +11,7 @@ use beta9_e2e::{
 };
 
 /// Counts into /tmp/count (the sandbox's memory overlay) twenty times a second.
-// Written aside and renamed: a reader between `>`'s truncation and the write would see "".
+/// Written aside and renamed: a reader between `>`'s truncation and the write would see "".
 const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done";
 
 /// A checkpoint image in containerd (`ctr c checkpoint`), removed with the test.
@@ -187,6 +187,27 @@ fn the_go_clients_checkpoint_and_restore_with_a_descriptor_and_with_an_image_pat
     from_path.create_with(&Stdio::default(), from_path.rootfs(), Some(restore_options(dir.path()))).expect("Create from an image path");
     from_path.start("").expect("Start");
     assert!(task_count(&from_path).is_some(), "the restored counter runs, not the spec's `true`");
+}
+
+#[test]
+fn a_checkpoint_is_refused_while_an_exec_runs_and_taken_once_it_ended() {
+    let client = Client::connect();
+    let mut t = counter(&client, "ckexec");
+    assert!(eventually(Duration::from_secs(10), || task_count(&t).is_some()));
+    let id = unique_id("x");
+    t.exec(&id, &t.process(&["sleep", "300"], false), &Stdio::default()).expect("Exec");
+    t.start(&id).expect("Start of the exec");
+    // runsc would write an image that its restore refuses ("no host FD available for :host:2").
+    let e = t.checkpoint(None).expect_err("Checkpoint while an exec runs");
+    assert!(e.message().contains(&id) && e.message().contains("no host FD available"), "{e:?}");
+    t.kill(&id, libc::SIGKILL as u32).expect("Kill of the exec");
+    t.wait(&id).expect("Wait for the exec");
+    let _ = t.delete_process(&id);
+    let descriptor = t.checkpoint(None).expect("Checkpoint once the exec ended");
+    let restored = Task::container(&client, "ckexecnew", BUSYBOX, &[], &["sh", "-c", COUNTER]);
+    restored.create_from(&Stdio::default(), restored.rootfs(), None, descriptor).expect("Create from the checkpoint");
+    restored.start("").expect("Start of the restored task");
+    assert!(task_count(&restored).is_some(), "the restored counter runs");
 }
 
 #[test]
