@@ -145,7 +145,13 @@ pub fn busybox_in_registry() -> String {
         .get_or_init(|| {
             let tar = std::env::temp_dir().join(unique_id("busybox-oci")).with_extension("tar");
             let mut export = crate::ctr();
-            export.args(["images", "export"]).arg(&tar).arg(crate::BUSYBOX);
+            export.args(["images", "export"]);
+            if !crate::containerd_1x() {
+                // 2.x's ctr streams the archive through the transfer API, which once handed
+                // skopeo a truncated tar with ctr's status 0 (`untarring ...: unexpected EOF`).
+                export.arg("--local");
+            }
+            export.arg(&tar).arg(crate::BUSYBOX);
             let r = run_cmd(&mut export, None);
             assert_eq!(r.code, 0, "ctr images export: {}", r.stderr);
             let reference = format!("{}/beta9/busybox:latest", registry());
