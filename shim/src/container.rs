@@ -160,7 +160,7 @@ impl Container {
         let layers = crate::snapshot::layers(&req.rootfs);
         if let Some(image) = &req.restore {
             let record = crate::snapshot::CheckpointRecord::read(image)?;
-            record.check(&crate::runsc::version(&runsc.binary, &config.runsc.root).await, &layers)?;
+            record.check(&runsc.version().await, &layers)?;
         }
         let result = async {
             let original = spec.clone();

@@ -132,6 +132,18 @@ impl Runsc {
         Runsc { binary, flags, isolate_proc_sys_net: false, cgroup: None }
     }
 
+    /// What `runsc --version` says first (`runsc version release-20240729.0`), asked once per
+    /// binary (probe.rs, under the runsc root that holds this sandbox's): a checkpoint records
+    /// it, as only the runsc that took one can restore it.
+    pub async fn version(&self) -> String {
+        let probes = self.flags.root.parent().unwrap_or(&self.flags.root);
+        let ask = || async {
+            let out = ask(&self.binary, "--version").await?;
+            Some(out.lines().next().unwrap_or_default().trim().to_string()).filter(|v| !v.is_empty())
+        };
+        crate::probe::cached(&self.binary, probes, "version", ask).await.unwrap_or_default()
+    }
+
     pub async fn create(&self, id: &str, bundle: &Path, pid_file: &Path, stdio: ProcessStdio) -> Result<()> {
         let mut args: Vec<OsString> = vec!["create".into(), "--bundle".into(), bundle.into(), "--pid-file".into(), pid_file.into()];
         if let Some(socket) = &stdio.console_socket {
@@ -351,16 +363,6 @@ pub struct CheckpointFlags {
     /// `none` (fastest to restore) or `flate-best-speed` (smaller).
     pub compression: String,
     pub exclude_zero_pages: bool,
-}
-
-/// What `binary --version` says first (`runsc version release-20240729.0`), asked once per
-/// binary (probe.rs): a checkpoint records it, as only the runsc that took one can restore it.
-pub async fn version(binary: &Path, cache_dir: &Path) -> String {
-    let ask = || async {
-        let out = ask(binary, "--version").await?;
-        Some(out.lines().next().unwrap_or_default().trim().to_string()).filter(|v| !v.is_empty())
-    };
-    crate::probe::cached(binary, cache_dir, "version", ask).await.unwrap_or_default()
 }
 
 /// The top-level flags `binary` knows (`runsc flags`), asked once per binary (probe.rs).

@@ -66,8 +66,6 @@ pub struct Sandbox {
     members: Mutex<HashMap<String, Shared>>,
     /// How its checkpoints are taken.
     checkpoint: CheckpointConfig,
-    /// Where what runsc says of itself is kept (probe.rs): the runsc root.
-    probes: std::path::PathBuf,
 }
 
 impl Sandbox {
@@ -117,7 +115,6 @@ impl Sandbox {
             cgroup,
             members: Mutex::new(HashMap::new()),
             checkpoint: config.checkpoint.clone(),
-            probes: config.runsc.root.clone(),
         })
     }
 
@@ -268,7 +265,7 @@ so a pod cannot come back through the Task API; checkpoint a sandbox of its own"
         })
         .await
         .map_err(|e| Error::Other(format!("read the rootfs's layers: {e}")))?;
-        let record = CheckpointRecord { runsc: runsc::version(&self.runsc.binary, &self.probes).await, id: self.id.clone(), layers, docker: self.docker };
+        let record = CheckpointRecord { runsc: self.runsc.version().await, id: self.id.clone(), layers, docker: self.docker };
         let how = CheckpointFlags {
             leave_running: !o.exit,
             compression: self.checkpoint.compression.clone(),

@@ -39,7 +39,7 @@ use crate::{
     sandbox::{Sandbox, Shared, ShimContext, State},
     spec::{self, Role},
     stdio::StdioPaths,
-    timeline::{self, Timeline},
+    timeline::Timeline,
 };
 
 use crate::error::{Error, Result};
@@ -175,14 +175,7 @@ impl TaskService {
     }
 
     pub async fn task_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
-        let mut timeline = match timeline::take_launch() {
-            Some(launched) => {
-                let mut t = Timeline::starting_at(launched);
-                t.mark("shim start");
-                t
-            }
-            None => Timeline::start(),
-        };
+        let mut timeline = Timeline::for_create();
         let bundle = Bundle::new(&req.bundle);
         let mut spec = spec::load(bundle.path())?;
         let role = spec::role(&spec)?;
@@ -292,21 +285,20 @@ impl TaskService {
         // Not held while dockerd starts: State and Kill must answer meanwhile.
         drop(c);
         if let Some(ready) = docker {
-            let ready = ready.await;
-            if ready.is_ok() {
-                let mut c = shared.lock().await;
-                c.mark("docker ready");
-                c.log_timeline("start");
-            }
-            if let Err(e) = ready {
-                warn!("{}: Docker not ready, tearing the sandbox down: {e}", req.id);
-                let mut c = shared.lock().await;
-                let exited = c.exited("");
-                drop(c.abandon().await);
-                drop(c);
-                exit_recorded(exited).await;
-                return Err(e);
-            }
+            let mut c = match ready.await {
+                Ok(()) => shared.lock().await,
+                Err(e) => {
+                    warn!("{}: Docker not ready, tearing the sandbox down: {e}", req.id);
+                    let mut c = shared.lock().await;
+                    let exited = c.exited("");
+                    drop(c.abandon().await);
+                    drop(c);
+                    exit_recorded(exited).await;
+                    return Err(e);
+                }
+            };
+            c.mark("docker ready");
+            c.log_timeline("start");
         }
         Ok(api::StartResponse { pid, ..Default::default() })
     }

@@ -1,8 +1,11 @@
-//! Where a task's time goes, phase by phase: logged when Create, Start and the init's exit are
-//! done (`timeline of ID create: rootfs 1.2 ms, ...`), so that the bench (hack/bench.py) names the
-//! phase a regression is in.
+//! Where a task's time goes, phase by phase: logged when Create, Start, the init's exit and the
+//! teardown are done (`timeline of ID create: rootfs 1.2 ms, ...`), so that the bench
+//! (hack/bench.py) names the phase a regression is in.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 /// The environment variable in which the `start` process hands the long-lived shim the moment
 /// containerd launched it (CLOCK_MONOTONIC, ns), so its first Create can say what the shim's
@@ -11,22 +14,7 @@ pub const LAUNCHED_ENV: &str = "BETA9_SHIM_LAUNCHED_NS";
 
 /// Now on CLOCK_MONOTONIC, which is shared by every process of the machine.
 pub fn now() -> Duration {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(Duration::from)
-        .unwrap_or_default()
-}
-
-/// When containerd launched this shim, for its first Create only.
-pub fn take_launch() -> Option<Duration> {
-    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
-        return None;
-    }
-    std::env::var(LAUNCHED_ENV)
-        .ok()?
-        .parse()
-        .ok()
-        .map(Duration::from_nanos)
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map(Duration::from).unwrap_or_default()
 }
 
 #[derive(Clone, Debug, Default)]
@@ -38,14 +26,25 @@ pub struct Timeline {
 impl Timeline {
     /// A timeline whose first phase ends at the next mark.
     pub fn starting_at(at: Duration) -> Timeline {
-        Timeline {
-            last: at,
-            phases: Vec::new(),
-        }
+        Timeline { last: at, phases: Vec::new() }
     }
 
     pub fn start() -> Timeline {
         Timeline::starting_at(now())
+    }
+
+    /// A Create's timeline: the shim's first begins with its own start ("shim start").
+    pub fn for_create() -> Timeline {
+        static TAKEN: AtomicBool = AtomicBool::new(false);
+        let launched = if TAKEN.swap(true, Ordering::SeqCst) { None } else { launch(std::env::var(LAUNCHED_ENV).ok().as_deref()) };
+        match launched {
+            Some(at) => {
+                let mut t = Timeline::starting_at(at);
+                t.mark("shim start");
+                t
+            }
+            None => Timeline::start(),
+        }
     }
 
     /// The phase named `phase` ended now.
@@ -60,15 +59,15 @@ impl Timeline {
 
     /// The phases marked since the last line, as one line; the next line's first phase begins here.
     pub fn take_line(&mut self) -> String {
-        let line = self
-            .phases
-            .iter()
-            .map(|(p, d)| format!("{p} {:.1} ms", d.as_secs_f64() * 1000.0))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let line = self.phases.iter().map(|(p, d)| format!("{p} {:.1} ms", d.as_secs_f64() * 1000.0)).collect::<Vec<_>>().join(", ");
         self.phases.clear();
         line
     }
+}
+
+/// The launch time the `start` process wrote into LAUNCHED_ENV.
+fn launch(value: Option<&str>) -> Option<Duration> {
+    value?.parse().ok().map(Duration::from_nanos)
 }
 
 #[cfg(test)]
@@ -96,14 +95,13 @@ mod tests {
     }
 
     #[test]
-    fn the_launch_is_taken_once() {
-        std::env::set_var(LAUNCHED_ENV, "123000000");
-        assert_eq!(take_launch(), Some(Duration::from_millis(123)));
-        assert_eq!(
-            take_launch(),
-            None,
-            "only the first Create of a shim began with its launch"
-        );
-        assert!(now() > Duration::ZERO);
+    fn the_launch_is_read_from_the_start_process_and_only_the_first_create_has_it() {
+        assert_eq!(launch(Some("123000000")), Some(Duration::from_millis(123)));
+        assert_eq!(launch(Some("garbage")), None);
+        assert_eq!(launch(None), None);
+        // No launch in this test's environment: the first Create starts now, as every later one.
+        let first = Timeline::for_create();
+        assert!(first.phases.is_empty() && first.last > Duration::ZERO);
+        assert!(Timeline::for_create().phases.is_empty());
     }
 }
